@@ -1,0 +1,122 @@
+"""Control-channel messages: the one definition shared by orchestrator, relays and halls.
+
+Messages are msgspec structs tagged by `t`, encoded as JSON over the WebSocket
+control channel. Decoding validates types at the boundary; inside, code trusts them.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+
+class Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
+    """Base of every control message."""
+
+
+# -- node -> orchestrator -------------------------------------------------------------
+
+
+class Hello(Msg, tag="hello"):
+    """First message on a control channel: who the node is and what it can do."""
+
+    node: str
+    kind: str  # "hall" | "relay"
+    version: str
+    region: str = ""
+    role: str = ""  # relay role: "origin" | "regional"
+    whep_url: str = ""  # relay: base URL of its WHIP/WHEP server
+    capacity: int = 0  # relay: subscribers it accepts
+    streams: list[str] = []  # relay: streams it currently carries
+    relay: str = ""  # hall: relay it is receiving from now (re-registration)
+
+
+class HallStats(msgspec.Struct, omit_defaults=True):
+    """What a hall saw since it started receiving (cumulative counters + recent gauges)."""
+
+    state: str = "idle"  # idle | connecting | receiving | stalled
+    relay: str = ""
+    frames_received: int = 0
+    frames_expected: int = 0
+    frames_incomplete: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    audio_packets: int = 0
+    first_frame_ms: float = -1.0  # since the daemon started
+    first_frame_at: float = 0.0  # unix time of the first frame
+    latency_ms_p50: float = -1.0
+    latency_ms_p95: float = -1.0
+    bitrate_kbps: float = 0.0
+    fps: float = 0.0
+    loss_pct: float = 0.0
+    freezes: int = 0
+    last_media_ms_ago: float = -1.0
+    reconnects: int = 0
+
+
+class RelayStats(msgspec.Struct, omit_defaults=True):
+    subscribers: int = 0
+    publishers: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    packets_dropped: int = 0
+    keyframe_requests_up: int = 0
+    upstream: str = ""
+    upstream_state: str = ""
+    cpu_pct: float = 0.0
+
+
+class Heartbeat(Msg, tag="hb"):
+    seq: int
+    hall: HallStats | None = None
+    relay: RelayStats | None = None
+
+
+class MediaLost(Msg, tag="media_lost"):
+    """A hall or relay reports it cannot receive from its assigned upstream."""
+
+    upstream: str
+    reason: str
+
+
+# -- orchestrator -> node -------------------------------------------------------------
+
+
+class Welcome(Msg, tag="welcome"):
+    node: str
+    heartbeat_ms: int
+
+
+class Assign(Msg, tag="assign"):
+    """Tells a hall or relay where to subscribe from (WHEP) and with which token."""
+
+    stream: str
+    upstream: str  # node id of the relay to pull from
+    whep_url: str  # full WHEP endpoint URL
+    token: str
+    epoch: int = 0  # increases with each re-plan; stale assignments are ignored
+
+
+class Unassign(Msg, tag="unassign"):
+    stream: str
+
+
+class ErrorMsg(Msg, tag="error"):
+    code: int
+    reason: str
+
+
+AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, Unassign, ErrorMsg]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyMsg)
+
+
+def encode(msg: Msg) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes | str) -> AnyMsg:
+    """Decode one control message; raises msgspec.ValidationError/DecodeError on bad input."""
+    return _decoder.decode(data)

@@ -1,0 +1,96 @@
+"""One subscriber's copy of an UpTrack: keyframe gating, seq/timestamp rewrite, NACK, SR."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from .rtpout import RtpFeedback, RtpOutput
+from .uptrack import UpTrack
+
+KEYFRAME_RETRY_S = 1.0  # while waiting for a keyframe, re-ask upstream this often
+
+
+class DownTrack(RtpFeedback):
+    """Forwards an UpTrack's packets to one RtpOutput, continuous across upstream changes."""
+
+    def __init__(self, up: UpTrack, output: RtpOutput) -> None:
+        self.up = up
+        self.output = output
+        self.started = False
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.last_seq = random.randrange(0, 32768)  # out seq of the last packet sent
+        self.last_ts = random.randrange(0, 1 << 32)
+        self.last_sent_at = 0.0
+        self.retransmits = 0
+        self.keyframe_requests = 0
+        self.fraction_lost = 0
+        self.jitter = 0
+        self.remb_bps = 0
+        self._waiting_since = time.monotonic()
+        output.feedback = self
+
+    def write(self, seq: int, ts: int, marker: int, payload: bytes, keyframe: bool) -> None:
+        if not self.started:
+            if not keyframe or not self.output.ready:
+                now = time.monotonic()
+                if now - self._waiting_since > KEYFRAME_RETRY_S:
+                    self._waiting_since = now
+                    self.up.request_keyframe()
+                return
+            self._anchor(seq, ts)
+        out_seq = (seq + self.seq_offset) & 0xFFFF
+        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        if self.output.send(out_seq, out_ts, marker, payload):
+            self.last_seq = out_seq
+            self.last_ts = out_ts
+            self.last_sent_at = time.monotonic()
+
+    def _anchor(self, seq: int, ts: int) -> None:
+        """Start (or restart) here: continue our own seq and timestamp lines without a jump back."""
+        now = time.monotonic()
+        gap = 0 if not self.last_sent_at else int((now - self.last_sent_at) * self.up.clock_rate)
+        self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
+        self.ts_offset = (self.last_ts + max(gap, 1) - ts) & 0xFFFFFFFF
+        self.started = True
+        self.up.waiting -= 1
+        if self.up.sr is not None:
+            self.on_upstream_sr(*self.up.sr)
+
+    def reanchor(self) -> None:
+        """The upstream changed: wait for its next keyframe and keep our lines continuous."""
+        if self.started:
+            self.started = False
+            self.up.waiting += 1
+            self._waiting_since = time.monotonic()
+
+    def on_upstream_sr(self, ntp: int, rtp_ts: int) -> None:
+        if self.started:
+            self.output.set_sr_mapping(ntp, (rtp_ts + self.ts_offset) & 0xFFFFFFFF)
+
+    # -- feedback from the subscriber ----------------------------------------------------
+
+    def on_keyframe_request(self) -> None:
+        self.keyframe_requests += 1
+        self.up.request_keyframe()
+
+    def on_nack(self, seqs: list[int]) -> None:
+        if not self.started:
+            return
+        for out_seq in seqs:
+            entry = self.up.lookup((out_seq - self.seq_offset) & 0xFFFF)
+            if entry is not None:
+                _, ts, marker, payload = entry
+                if self.output.send(out_seq, (ts + self.ts_offset) & 0xFFFFFFFF, marker, payload):
+                    self.retransmits += 1
+
+    def on_receiver_report(self, fraction_lost: int, jitter: int, packets_lost: int) -> None:
+        self.fraction_lost = fraction_lost
+        self.jitter = jitter
+
+    def on_remb(self, bitrate: int) -> None:
+        self.remb_bps = bitrate
+
+    def close(self) -> None:
+        self.up.detach(self)

@@ -1,0 +1,100 @@
+"""Byte-level RTP helpers for the forwarding path: keyframe detection, NTP time, header building."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+NTP_EPOCH_OFFSET = 2208988800
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+_HEADER = struct.Struct("!BBHII")
+
+
+def ntp_now() -> int:
+    """Current wall clock as a 64-bit NTP timestamp."""
+    return int((time.time() + NTP_EPOCH_OFFSET) * 4294967296.0)
+
+
+def ntp_to_unix(ntp: int) -> float:
+    return ntp / 4294967296.0 - NTP_EPOCH_OFFSET
+
+
+def unix_to_ntp(t: float) -> int:
+    return int((t + NTP_EPOCH_OFFSET) * 4294967296.0)
+
+
+def vp8_is_keyframe_start(payload: bytes) -> bool:
+    """True if this VP8 RTP payload starts a keyframe (RFC 7741 descriptor + payload header)."""
+    n = len(payload)
+    if n < 2:
+        return False
+    b0 = payload[0]
+    if not (b0 & 0x10) or (b0 & 0x07):  # S bit set and partition index 0
+        return False
+    pos = 1
+    if b0 & 0x80:  # X: extension byte follows
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id
+            if pos >= n:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/KEYIDX byte
+            pos += 1
+    if pos >= n:
+        return False
+    return not (payload[pos] & 0x01)  # P bit 0 means keyframe
+
+
+def h264_is_keyframe_start(payload: bytes) -> bool:
+    """True if this H.264 RTP payload (RFC 6184) starts an IDR access unit (SPS or IDR)."""
+    if not payload:
+        return False
+    nal = payload[0] & 0x1F
+    if nal in (5, 7):
+        return True
+    if nal == 24:  # STAP-A
+        pos = 1
+        while pos + 2 < len(payload):
+            size = (payload[pos] << 8) | payload[pos + 1]
+            pos += 2
+            if pos < len(payload) and (payload[pos] & 0x1F) in (5, 7):
+                return True
+            pos += size
+        return False
+    if nal == 28 and len(payload) > 1:  # FU-A: start bit + IDR
+        return bool(payload[1] & 0x80) and (payload[1] & 0x1F) == 5
+    return False
+
+
+def keyframe_detector(mime: str):
+    """The keyframe test for a codec; audio codecs are always decodable (None)."""
+    mime = mime.lower()
+    if mime == "video/vp8":
+        return vp8_is_keyframe_start
+    if mime == "video/h264":
+        return h264_is_keyframe_start
+    return None
+
+
+def build_packet(
+    pt: int,
+    marker: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    payload: bytes,
+    ext: bytes = b"",
+) -> bytes:
+    """Serialize an RTP packet; `ext` is a complete header-extension block or empty."""
+    b0 = 0x90 if ext else 0x80
+    return _HEADER.pack(b0, (marker << 7) | pt, seq, ts, ssrc) + ext + payload
+
+
+def abs_send_time_ext(ext_id: int) -> bytes:
+    """A one-byte-header extension block carrying abs-send-time (6.18 fixed point, now)."""
+    ast = (ntp_now() >> 14) & 0x00FFFFFF
+    return b"\xbe\xde\x00\x01" + bytes(((ext_id << 4) | 2,)) + ast.to_bytes(3, "big")

@@ -1,0 +1,230 @@
+"""The relay's HTTP face: WHIP (publish) and WHEP (subscribe) per RFC 9725 and the WHEP draft."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from aiohttp import web
+
+from diemcau.http import Problem, unauthorized
+from diemcau.tokens import MediaClaims, MediaTokenVerifier, TokenError, bearer
+
+from .sdp import SdpError, check_offer
+from .sessions import PublishSession, SessionError, SubscribeSession
+from .settings import RelaySettings
+from .source import Source
+
+log = logging.getLogger(__name__)
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RelayCore:
+    """Streams and sessions of one relay process; knows nothing of Redis or placement."""
+
+    def __init__(self, settings: RelaySettings, verifier: MediaTokenVerifier) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.sources: dict[str, Source] = {}
+        self.expected: set[str] = set()  # streams we are told to carry (upstream pending)
+        self.publishers: dict[str, PublishSession] = {}
+        self.subscribers: dict[str, SubscribeSession] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def source(self, name: str, create: bool = False) -> Source | None:
+        src = self.sources.get(name)
+        if src is None and create:
+            src = self.sources[name] = Source(name)
+        return src
+
+    def _authorize(self, request: web.Request, stream: str, direction: str) -> MediaClaims:
+        token = bearer(request.headers.get("Authorization"))
+        if token is None:
+            raise unauthorized("missing Bearer token")
+        try:
+            return self.verifier.verify(token, stream, direction, self.settings.id)
+        except TokenError as exc:
+            # A token that proves nothing is 401; a valid token for something else is 403.
+            scoped = any(w in str(exc) for w in ("is for stream", "allows", "is for relay"))
+            raise _TokenRejected(403 if scoped else 401, str(exc)) from None
+
+    async def _read_offer(self, request: web.Request) -> str:
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise _Rejected(415, "body must be an SDP offer with Content-Type: application/sdp")
+        if request.content_length is not None and request.content_length > self.settings.max_body_bytes:
+            raise _Rejected(413, f"SDP offer larger than {self.settings.max_body_bytes} bytes")
+        body = await request.content.read(self.settings.max_body_bytes + 1)
+        if len(body) > self.settings.max_body_bytes:
+            raise _Rejected(413, f"SDP offer larger than {self.settings.max_body_bytes} bytes")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Rejected(400, "SDP offer is not UTF-8 text") from None
+        return text
+
+    def _stream_name(self, request: web.Request) -> str:
+        name = request.match_info["stream"]
+        if not STREAM_NAME.match(name):
+            raise _Rejected(400, "stream name must be 1-64 letters, digits, '_', '.', '-'")
+        return name
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drop_when_failed(self, table: dict, session) -> None:
+        """Forget a session whose connection never completes or later fails."""
+        from .peer import wait_connected
+
+        ok = await wait_connected(session.pc, self.settings.connect_timeout_s)
+        if ok:
+            done = asyncio.get_running_loop().create_future()
+
+            def on_change() -> None:
+                if session.pc.connectionState in ("failed", "closed") and not done.done():
+                    done.set_result(None)
+
+            session.pc.on("connectionstatechange", on_change)
+            on_change()
+            await done
+        if table.get(session.id) is session:
+            del table[session.id]
+            await session.close()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def whip_post(self, request: web.Request) -> web.Response:
+        stream = self._stream_name(request)
+        claims = self._authorize(request, stream, "pub")
+        text = await self._read_offer(request)
+        try:
+            check_offer(text, self.settings.max_body_bytes, self.settings.max_sdp_lines)
+        except SdpError as exc:
+            raise _Rejected(400, str(exc)) from None
+        if len(self.publishers) >= self.settings.max_publishers:
+            raise _Rejected(503, "relay has reached its publisher limit", retry_after="5")
+        src = self.source(stream, create=True)
+        assert src is not None
+        if src.publisher and src.publisher in self.publishers:
+            raise _Rejected(409, f"stream {stream} already has a publisher; DELETE it first")
+        session = PublishSession(src, claims.sub, self.settings.ice_servers)
+        try:
+            answer = await session.accept(text)
+        except SessionError as exc:
+            await session.close()
+            raise _Rejected(exc.status, exc.reason) from None
+        self.publishers[session.id] = session
+        self._spawn(self._drop_when_failed(self.publishers, session))
+        log.info("WHIP %s published by %s (session %s)", stream, claims.sub, session.id)
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/whip/{stream}/{session.id}", "ETag": f'"{session.id}"'},
+        )
+
+    async def whep_post(self, request: web.Request) -> web.Response:
+        stream = self._stream_name(request)
+        claims = self._authorize(request, stream, "sub")
+        text = await self._read_offer(request)
+        try:
+            offer = check_offer(text, self.settings.max_body_bytes, self.settings.max_sdp_lines)
+        except SdpError as exc:
+            raise _Rejected(400, str(exc)) from None
+        src = self.sources.get(stream)
+        if src is None or not src.tracks:
+            if stream in self.expected:
+                raise _Rejected(503, f"stream {stream} is not yet arriving here", retry_after="1")
+            raise _Rejected(404, f"unknown stream {stream}")
+        if len(self.subscribers) >= self.settings.capacity:
+            raise _Rejected(503, "relay is at capacity", retry_after="2")
+        session = SubscribeSession(src, claims.sub, self.settings.ice_servers)
+        try:
+            answer = await session.accept(text, [m.kind for m in offer.media])
+        except SessionError as exc:
+            await session.close()
+            raise _Rejected(exc.status, exc.reason) from None
+        self.subscribers[session.id] = session
+        self._spawn(self._drop_when_failed(self.subscribers, session))
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={"Location": f"/whep/{stream}/{session.id}", "ETag": f'"{session.id}"'},
+        )
+
+    async def _delete(self, request: web.Request, table: dict, direction: str) -> web.Response:
+        stream = self._stream_name(request)
+        claims = self._authorize(request, stream, direction)
+        session = table.get(request.match_info["session"])
+        if session is None or session.source.name != stream:
+            raise _Rejected(404, "no such session")
+        if session.subject != claims.sub:
+            raise _Rejected(403, "session belongs to another subject")
+        del table[session.id]
+        await session.close()
+        return web.Response(status=200)
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        return await self._delete(request, self.publishers, "pub")
+
+    async def whep_delete(self, request: web.Request) -> web.Response:
+        return await self._delete(request, self.subscribers, "sub")
+
+    async def patch(self, request: web.Request) -> web.Response:
+        # Trickle ICE and ICE restart are not offered: candidates are in the offer/answer.
+        raise Problem(405, "trickle ICE is not supported; send all candidates in the offer",
+                      {"Allow": "DELETE"})
+
+    async def options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Allow": "POST, DELETE, OPTIONS"})
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for table in (self.subscribers, self.publishers):
+            for session in list(table.values()):
+                await session.close()
+            table.clear()
+        for src in self.sources.values():
+            src.close()
+
+    def stats(self) -> dict:
+        return {
+            "subscribers": len(self.subscribers),
+            "publishers": len(self.publishers),
+            "packets_in": sum(t.packets_in for s in self.sources.values() for t in s.tracks.values()),
+            "packets_out": sum(dt.output.packets for s in self.subscribers.values() for dt in s.downtracks),
+            "packets_dropped": sum(dt.output.dropped for s in self.subscribers.values() for dt in s.downtracks),
+            "keyframe_requests_up": sum(
+                t.keyframe_requests_up for s in self.sources.values() for t in s.tracks.values()
+            ),
+        }
+
+
+def _Rejected(status: int, reason: str, retry_after: str | None = None) -> Problem:
+    return Problem(status, reason, {"Retry-After": retry_after} if retry_after else None)
+
+
+def _TokenRejected(status: int, reason: str) -> Problem:
+    if status == 401:
+        return Problem(401, reason, {"WWW-Authenticate": 'Bearer realm="diemcau", error="invalid_token"'})
+    return Problem(status, reason)
+
+
+def add_routes(app: web.Application, core: RelayCore) -> None:
+    r = app.router
+    r.add_post("/whip/{stream}", core.whip_post)
+    r.add_delete("/whip/{stream}/{session}", core.whip_delete)
+    r.add_patch("/whip/{stream}/{session}", core.patch)
+    r.add_route("OPTIONS", "/whip/{stream}", core.options)
+    r.add_post("/whep/{stream}", core.whep_post)
+    r.add_delete("/whep/{stream}/{session}", core.whep_delete)
+    r.add_patch("/whep/{stream}/{session}", core.patch)
+    r.add_route("OPTIONS", "/whep/{stream}", core.options)

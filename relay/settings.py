@@ -1,0 +1,27 @@
+"""Every limit and timer of a relay process, with defaults; `DIEMCAU_RELAY_*` env overrides."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RelaySettings(msgspec.Struct, kw_only=True):
+    id: str = "relay-1"
+    role: str = "origin"  # origin | regional
+    region: str = "north"
+    host: str = "127.0.0.1"  # HTTP bind address
+    port: int = 0
+    public_url: str = ""  # how others reach our WHIP/WHEP server; default http://host:port
+    ice_addresses: list[str] = []  # host candidates ICE may offer; empty: every interface
+    ice_servers: list[str] = []  # STUN/TURN URLs; empty: none (never a public default)
+    capacity: int = 60  # subscriber sessions accepted before 503
+    max_body_bytes: int = 16 * 1024  # WHIP/WHEP POST body (SDP)
+    max_sdp_lines: int = 400
+    max_publishers: int = 4
+    connect_timeout_s: float = 10.0  # a session whose ICE/DTLS does not finish is dropped
+    keyframe_min_interval_s: float = 0.25
+    orchestrator_url: str = ""  # ws(s)://.../api/v1/control; empty: standalone
+    credential: str = ""  # node credential for the control channel
+    media_public_key: str = ""  # path to the PEM public key that verifies media tokens
+    heartbeat_ms: int = 1000
+    upstream_stall_s: float = 2.0  # no packet from upstream this long: resubscribe

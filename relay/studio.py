@@ -1,0 +1,235 @@
+"""The test studio: publishes a synthetic programme by WHIP so any hop can check continuity.
+
+Video: a moving pattern with the frame counter and the capture clock burnt in,
+both as digits and as a binary strip a decoder can read back. Audio: a tone with
+a click each second. Each frame's RTP timestamp is tied to its capture time by
+the sender reports (NTP = capture clock), and relays carry that mapping through
+unchanged, so a hall computes glass-to-glass latency from the capture clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+
+import aiohttp
+import numpy as np
+from aiortc.codecs import get_encoder
+from av import AudioFrame, VideoFrame
+
+from .client import SignallingError, WhipPublisher
+from .rtp import unix_to_ntp
+from .rtpout import RtpFeedback, RtpOutput
+
+log = logging.getLogger(__name__)
+
+VIDEO_CLOCK = 90000
+AUDIO_RATE = 48000
+AUDIO_PTIME = 0.02
+
+# 3x5 digit glyphs, rows top to bottom.
+_GLYPHS = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
+    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
+    "6": "111100111101111", "7": "111001001001001", "8": "111101111101111",
+    "9": "111101111001111", ":": "000010000010000", ".": "000000000000010",
+    " ": "000000000000000",
+}
+CODE_BITS = 64  # frame counter (24 bits) + capture clock in ms mod 2**40 (40 bits)
+
+
+def _draw_text(y_plane: np.ndarray, text: str, x: int, y: int, scale: int) -> None:
+    for i, ch in enumerate(text):
+        glyph = _GLYPHS.get(ch, _GLYPHS[" "])
+        for r in range(5):
+            for c in range(3):
+                if glyph[r * 3 + c] == "1":
+                    x0 = x + (i * 4 + c) * scale
+                    y0 = y + r * scale
+                    y_plane[y0 : y0 + scale, x0 : x0 + scale] = 235
+
+
+def encode_code_strip(frame_no: int, capture_ms: int) -> list[int]:
+    value = ((frame_no & 0xFFFFFF) << 40) | (capture_ms & ((1 << 40) - 1))
+    return [(value >> (CODE_BITS - 1 - i)) & 1 for i in range(CODE_BITS)]
+
+
+def decode_code_strip(y_plane: np.ndarray) -> tuple[int, int]:
+    """Read (frame counter, capture ms mod 2**40) back from a decoded frame's luma plane."""
+    h, w = y_plane.shape
+    cell = w // CODE_BITS
+    row = y_plane[h - cell // 2 - 1]
+    value = 0
+    for i in range(CODE_BITS):
+        value = (value << 1) | int(row[i * cell + cell // 2] > 128)
+    return value >> 40, value & ((1 << 40) - 1)
+
+
+class PatternGenerator:
+    """Makes yuv420p frames of the test pattern."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        xs = np.arange(width, dtype=np.uint16)
+        self._ramp = ((xs * 200) // max(width - 1, 1) + 16).astype(np.uint8)
+        self._u = np.full((height // 2, width // 2), 128, np.uint8)
+        self._v = np.full((height // 2, width // 2), 128, np.uint8)
+
+    def frame(self, frame_no: int, capture_time: float) -> VideoFrame:
+        w, h = self.width, self.height
+        y = np.empty((h, w), np.uint8)
+        y[:] = np.roll(self._ramp, frame_no * 4)
+        bar = (frame_no * 8) % w
+        y[:, bar : bar + 16] = 235
+        scale = max(h // 60, 2)
+        clock = time.strftime("%H:%M:%S", time.localtime(capture_time)) + f".{int(capture_time * 1000) % 1000:03d}"
+        _draw_text(y, f"{frame_no:07d}", 8, 8, scale)
+        _draw_text(y, clock, 8, 8 + 7 * scale, scale)
+        cell = w // CODE_BITS
+        bits = encode_code_strip(frame_no, int(capture_time * 1000))
+        strip = np.repeat(np.array(bits, np.uint8) * 219 + 16, cell)
+        y[h - cell :, : len(strip)] = strip
+        u = self._u.copy()
+        u[:, : (bar // 2)] = 100
+        data = np.concatenate([y.reshape(-1), u.reshape(-1), self._v.reshape(-1)])
+        frame = VideoFrame.from_ndarray(data.reshape(h * 3 // 2, w), format="yuv420p")
+        return frame
+
+
+class _StudioFeedback(RtpFeedback):
+    def __init__(self, studio: "Studio", history: dict[int, tuple[int, int, bytes]], output: RtpOutput) -> None:
+        self.studio = studio
+        self.history = history
+        self.output = output
+
+    def on_keyframe_request(self) -> None:
+        self.studio.force_keyframe = True
+
+    def on_nack(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            entry = self.history.get(seq)
+            if entry is not None:
+                ts, marker, payload = entry
+                self.output.send(seq, ts, marker, payload)
+
+
+class Studio:
+    """Publishes the synthetic programme to `whip_url` until stopped, republishing on loss."""
+
+    def __init__(
+        self,
+        whip_url: str,
+        token: str,
+        width: int = 640,
+        height: int = 360,
+        fps: int = 30,
+        bitrate: int = 800_000,
+        ice_servers: list[str] | None = None,
+    ) -> None:
+        self.whip_url = whip_url
+        self.token = token
+        self.fps = fps
+        self.bitrate = bitrate
+        self.ice_servers = ice_servers or []
+        self.pattern = PatternGenerator(width, height)
+        self.force_keyframe = True
+        self.frames_sent = 0
+        self.audio_packets_sent = 0
+        self.started_at = 0.0
+        self.publishes = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        async with aiohttp.ClientSession() as http:
+            while not self._stop.is_set():
+                pub = WhipPublisher(self.whip_url, self.token, self.ice_servers)
+                try:
+                    await pub.connect(http)
+                except SignallingError as exc:
+                    log.warning("studio: publish failed: %s", exc)
+                    await pub.close()
+                    if exc.status in (400, 401, 403, 404, 409, 413, 415):
+                        raise
+                    await self._sleep(exc.retry_after or backoff)
+                    backoff = min(backoff * 2, 3.0)
+                    continue
+                backoff = 0.2
+                self.publishes += 1
+                log.info("studio: publishing to %s", self.whip_url)
+                try:
+                    await self._stream(pub)
+                finally:
+                    await pub.close(http)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _stream(self, pub: WhipPublisher) -> None:
+        video = pub.outputs["video"]
+        audio = pub.outputs["audio"]
+        history: dict[int, tuple[int, int, bytes]] = {}
+        video.feedback = _StudioFeedback(self, history, video)
+        venc = get_encoder(video.codec)
+        venc.target_bitrate = self.bitrate
+        aenc = get_encoder(audio.codec)
+        loop = asyncio.get_running_loop()
+        vseq, aseq = 1000, 2000
+        ts_base = 123456
+        t0 = time.time()
+        m0 = time.monotonic()
+        if not self.started_at:
+            self.started_at = t0
+        frame_no = 0
+        audio_no = 0
+        tone = (np.sin(2 * np.pi * 440 * np.arange(int(AUDIO_RATE * AUDIO_PTIME)) / AUDIO_RATE) * 6000).astype(np.int16)
+        click = tone.copy()
+        click[:48] = 30000
+        audio_next = m0
+        while not self._stop.is_set() and pub.pc.connectionState == "connected":
+            video_due = m0 + frame_no / self.fps
+            now = time.monotonic()
+            # audio packets due before the next video frame
+            while audio_next <= min(video_due, now):
+                samples = click if audio_no % 50 == 0 else tone
+                stereo = np.repeat(samples, 2).reshape(1, -1)
+                af = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+                af.sample_rate = AUDIO_RATE
+                af.pts = audio_no * len(samples)
+                af.time_base = fractions.Fraction(1, AUDIO_RATE)
+                payloads, _ = aenc.encode(af)
+                for p in payloads:
+                    ts = (ts_base + audio_no * len(samples)) & 0xFFFFFFFF
+                    audio.send(aseq, ts, 0, p)
+                    audio.set_sr_mapping(unix_to_ntp(t0 + (audio_next - m0)), ts)
+                    aseq = (aseq + 1) & 0xFFFF
+                    self.audio_packets_sent += 1
+                audio_no += 1
+                audio_next = m0 + audio_no * AUDIO_PTIME
+            if now < video_due:
+                await asyncio.sleep(min(video_due, audio_next) - now)
+                continue
+            capture = t0 + (video_due - m0)
+            vf = self.pattern.frame(self.frames_sent, capture)
+            vf.pts = frame_no * (VIDEO_CLOCK // self.fps)
+            vf.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            keyframe, self.force_keyframe = self.force_keyframe, False
+            payloads, _ = await loop.run_in_executor(None, venc.encode, vf, keyframe)
+            ts = (ts_base + frame_no * (VIDEO_CLOCK // self.fps)) & 0xFFFFFFFF
+            for i, p in enumerate(payloads):
+                marker = 1 if i == len(payloads) - 1 else 0
+                video.send(vseq, ts, marker, p)
+                history[vseq] = (ts, marker, p)
+                history.pop((vseq - 512) & 0xFFFF, None)
+                vseq = (vseq + 1) & 0xFFFF
+            video.set_sr_mapping(unix_to_ntp(capture), ts)
+            frame_no += 1
+            self.frames_sent += 1

@@ -1,0 +1,118 @@
+"""One incoming encoded track (audio or video) of a stream, fanned out to its DownTracks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from .rtp import keyframe_detector
+
+HISTORY_SIZE = 1024  # packets kept for retransmission to subscribers (a power of two)
+KEYFRAME_MIN_INTERVAL_S = 0.25  # upstream keyframe requests are coalesced to at most one per this
+
+
+class UpTrack:
+    """Receives packets of one kind from whoever publishes the stream and forwards them."""
+
+    def __init__(
+        self,
+        kind: str,
+        codec: RTCRtpCodecParameters,
+        keyframe_min_interval_s: float = KEYFRAME_MIN_INTERVAL_S,
+    ) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.clock_rate = codec.clockRate
+        self._is_keyframe = keyframe_detector(codec.mimeType)
+        self.history: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY_SIZE
+        self.downtracks: list = []
+        self.waiting = 0  # downtracks waiting for a keyframe
+        self.sr: tuple[int, int] | None = None  # upstream (ntp, rtp) mapping
+        self.packets_in = 0
+        self.last_packet_at = 0.0
+        self.keyframe_requests_up = 0
+        self._requester: Callable[[], Awaitable[None]] | None = None
+        self._kf_min_interval = keyframe_min_interval_s
+        self._kf_last = 0.0
+        self._kf_timer: asyncio.TimerHandle | None = None
+        self._generation = 0  # increases when the upstream changes (new seq/ts space)
+
+    def set_keyframe_requester(self, requester: Callable[[], Awaitable[None]] | None) -> None:
+        self._requester = requester
+
+    def new_upstream(self) -> None:
+        """The input now comes from another upstream: every downtrack re-anchors at a keyframe."""
+        self._generation += 1
+        self.history = [None] * HISTORY_SIZE
+        self.sr = None
+        for dt in self.downtracks:
+            dt.reanchor()
+        if self.waiting:
+            self.request_keyframe()
+
+    def on_packet(self, packet: RtpPacket) -> None:
+        seq = packet.sequence_number
+        ts = packet.timestamp
+        marker = packet.marker
+        payload = packet.payload
+        self.packets_in += 1
+        self.last_packet_at = time.monotonic()
+        self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload)
+        if self.waiting and self._is_keyframe is not None:
+            keyframe = self._is_keyframe(payload)
+        else:
+            keyframe = True
+        for dt in self.downtracks:
+            dt.write(seq, ts, marker, payload, keyframe)
+
+    def on_sr(self, ntp: int, rtp_ts: int) -> None:
+        self.sr = (ntp, rtp_ts)
+        for dt in self.downtracks:
+            dt.on_upstream_sr(ntp, rtp_ts)
+
+    def lookup(self, seq: int) -> tuple[int, int, int, bytes] | None:
+        entry = self.history[seq & (HISTORY_SIZE - 1)]
+        if entry is not None and entry[0] == seq:
+            return entry
+        return None
+
+    def attach(self, downtrack) -> None:
+        self.downtracks.append(downtrack)
+        if not downtrack.started:
+            self.waiting += 1
+        self.request_keyframe()
+
+    def detach(self, downtrack) -> None:
+        if downtrack in self.downtracks:
+            self.downtracks.remove(downtrack)
+            if not downtrack.started:
+                self.waiting -= 1
+
+    def request_keyframe(self) -> None:
+        """Ask upstream for a keyframe, at most once per interval (requests in between coalesce)."""
+        if self.kind != "video" or self._requester is None:
+            return
+        now = time.monotonic()
+        wait = self._kf_last + self._kf_min_interval - now
+        if wait <= 0:
+            self._fire_keyframe_request()
+        elif self._kf_timer is None:
+            loop = asyncio.get_running_loop()
+            self._kf_timer = loop.call_later(wait, self._fire_keyframe_request)
+
+    def _fire_keyframe_request(self) -> None:
+        self._kf_timer = None
+        self._kf_last = time.monotonic()
+        if self._requester is not None:
+            self.keyframe_requests_up += 1
+            asyncio.ensure_future(self._requester())
+
+    def close(self) -> None:
+        if self._kf_timer is not None:
+            self._kf_timer.cancel()
+            self._kf_timer = None
+        self._requester = None
