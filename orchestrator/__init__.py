@@ -1,0 +1,1 @@
+"""The control plane: registry, health, placement, failover decisions, API and console."""

@@ -1,0 +1,248 @@
+"""REST API under /api/v1, the SSE board stream, /metrics and the console's static files."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from diemcau.http import Problem
+from diemcau.tokens import MediaTokenSigner
+
+from .auth import CSRF_HEADER, SESSION_COOKIE, Accounts, authenticate
+from .board import snapshot
+from .openapi import openapi_document
+
+log = logging.getLogger(__name__)
+CONSOLE_DIR = Path(__file__).parent / "console"
+
+
+class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
+    username: str
+    password: str
+
+
+class MediaTokenBody(msgspec.Struct, forbid_unknown_fields=True):
+    stream: str
+    direction: str  # pub | sub
+    subject: str
+    relay: str = "*"
+    ttl_s: int = 300
+
+
+async def read_json(request: web.Request, cls: type, max_bytes: int):
+    if request.content_type != "application/json":
+        raise Problem(415, "send a JSON body with Content-Type: application/json")
+    body = await request.read()
+    if len(body) > max_bytes:
+        raise Problem(413, f"body larger than {max_bytes} bytes")
+    try:
+        return msgspec.json.decode(body, type=cls)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"body is not valid JSON: {exc}") from None
+
+
+class Api:
+    def __init__(self, app_state) -> None:
+        self.st = app_state  # orchestrator.app.State
+        self.board: dict = {"at": 0, "halls": [], "relays": [], "counts": {}}
+        self.board_version = 0
+        self._board_changed = asyncio.Event()
+        self.sse_clients = 0
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.st.accounts
+
+    async def refresh_board(self) -> None:
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        self.board = board
+        self.board_version += 1
+        self._board_changed.set()
+        self._board_changed = asyncio.Event()
+
+    # -- auth ------------------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json(request, LoginBody, 4096)
+        token, principal = await self.accounts.login(body.username, body.password)
+        await self.st.store.event("login", principal.user, principal.role, actor=principal.user)
+        resp = web.json_response({"token": token, "user": principal.user, "role": principal.role,
+                                  "expires_in": self.st.settings.session_ttl_s})
+        resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        max_age=self.st.settings.session_ttl_s, secure=request.secure)
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "viewer")
+        token = request.cookies.get(SESSION_COOKIE) or request.headers.get("Authorization", "").partition(" ")[2]
+        await self.accounts.logout(token)
+        await self.st.store.event("logout", p.user, actor=p.user)
+        resp = web.json_response({"ok": True})
+        resp.del_cookie(SESSION_COOKIE, path="/")
+        return resp
+
+    async def me(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "viewer")
+        return web.json_response({"user": p.user, "role": p.role})
+
+    # -- fleet -----------------------------------------------------------------------------
+
+    async def halls(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        return web.json_response({"halls": board["halls"], "counts": board["counts"]})
+
+    async def hall(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        hall_id = request.match_info["hall"]
+        if hall_id not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {hall_id}")
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        return web.json_response(next(h for h in board["halls"] if h["id"] == hall_id))
+
+    async def relays(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        return web.json_response({"relays": board["relays"]})
+
+    async def media_token(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, MediaTokenBody, 4096)
+        if body.direction not in ("pub", "sub"):
+            raise Problem(422, "direction must be 'pub' or 'sub'")
+        if not 10 <= body.ttl_s <= 24 * 3600:
+            raise Problem(422, "ttl_s must be between 10 and 86400")
+        signer: MediaTokenSigner = self.st.signer
+        token = signer.mint(body.subject, body.stream, body.direction, body.ttl_s, aud=body.relay)
+        await self.st.store.event("media_token", body.subject,
+                                  f"{body.direction} {body.stream} at {body.relay} for {body.ttl_s}s", actor=p.user)
+        return web.json_response({"token": token, "expires_in": body.ttl_s})
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        try:
+            count = min(int(request.query.get("count", "200")), 5000)
+        except ValueError:
+            raise Problem(400, "count must be an integer") from None
+        evs = await self.st.store.events(count, request.query.get("kind"), request.query.get("subject"))
+        if request.query.get("format") == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["id", "time", "kind", "subject", "actor", "detail"])
+            for e in evs:
+                ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(e.get("ts", 0)) / 1000))
+                w.writerow([e["id"], ts, e.get("kind"), e.get("subject"), e.get("actor"), e.get("detail")])
+            return web.Response(text=buf.getvalue(), content_type="text/csv",
+                                headers={"Content-Disposition": 'attachment; filename="diemcau-events.csv"'})
+        return web.json_response({"events": evs})
+
+    async def board_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: the whole board on connect, then each new snapshot (~2 per second)."""
+        await authenticate(request, self.accounts, "viewer")
+        if self.sse_clients >= self.st.settings.sse_clients_max:
+            raise Problem(503, "too many console connections", {"Retry-After": "5"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        self.sse_clients += 1
+        try:
+            version = -1
+            while True:
+                if version != self.board_version:
+                    version = self.board_version
+                    await resp.write(b"event: board\ndata: " + json.dumps(self.board).encode() + b"\n\n")
+                try:
+                    await asyncio.wait_for(self._board_changed.wait(), 15)
+                except asyncio.TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.sse_clients -= 1
+        return resp
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        return web.json_response(openapi_document())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        b = self.board
+        lines = [
+            "# HELP diemcau_halls Halls by state.", "# TYPE diemcau_halls gauge",
+        ]
+        for state in ("on_air", "degraded", "audio_only", "connecting", "dark"):
+            lines.append(f'diemcau_halls{{state="{state}"}} {b["counts"].get(state, 0)}')
+        lines += ["# HELP diemcau_relay_alive Relay liveness.", "# TYPE diemcau_relay_alive gauge"]
+        for r in b["relays"]:
+            lines.append(f'diemcau_relay_alive{{relay="{r["id"]}",role="{r["role"]}"}} {int(r["alive"])}')
+        lines += ["# HELP diemcau_relay_subscribers WHEP sessions on a relay.",
+                  "# TYPE diemcau_relay_subscribers gauge"]
+        for r in b["relays"]:
+            lines.append(f'diemcau_relay_subscribers{{relay="{r["id"]}"}} {r.get("subscribers", 0)}')
+        for name, key, help_ in (
+            ("diemcau_hall_frames_received", "frames_received", "Frames a hall received."),
+            ("diemcau_hall_latency_ms_p50", "latency_ms_p50", "Capture-to-hall latency, median."),
+            ("diemcau_hall_latency_ms_p95", "latency_ms_p95", "Capture-to-hall latency, 95th pct."),
+            ("diemcau_hall_loss_percent", "loss_pct", "Packet loss seen by a hall."),
+        ):
+            lines += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
+            for h in b["halls"]:
+                if key in h:
+                    lines.append(f'{name}{{hall="{h["id"]}",region="{h["region"]}"}} {h[key]}')
+        hub = self.st.hub
+        lines += [
+            "# TYPE diemcau_control_connections gauge", f"diemcau_control_connections {len(hub.channels)}",
+            "# TYPE diemcau_heartbeats_total counter", f"diemcau_heartbeats_total {hub.heartbeats}",
+            "# TYPE diemcau_control_rejected_total counter", f"diemcau_control_rejected_total {hub.rejected_messages}",
+            "# TYPE diemcau_leader gauge", f"diemcau_leader {int(self.st.leadership.is_leader)}",
+            "# TYPE diemcau_replans_total counter", f"diemcau_replans_total {self.st.planner.replans}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def console(self, request: web.Request) -> web.FileResponse:
+        name = request.match_info.get("file") or "index.html"
+        path = (CONSOLE_DIR / name).resolve()
+        if CONSOLE_DIR.resolve() not in path.parents or not path.is_file():
+            raise Problem(404, "no such console file")
+        return web.FileResponse(path)
+
+    async def root(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/console/")
+
+
+ROUTES = [
+    # (method, path, handler name, minimum role or "public"/"node")
+    ("POST", "/api/v1/login", "login", "public"),
+    ("POST", "/api/v1/logout", "logout", "viewer"),
+    ("GET", "/api/v1/me", "me", "viewer"),
+    ("GET", "/api/v1/halls", "halls", "viewer"),
+    ("GET", "/api/v1/halls/{hall}", "hall", "viewer"),
+    ("GET", "/api/v1/relays", "relays", "viewer"),
+    ("POST", "/api/v1/tokens/media", "media_token", "operator"),
+    ("GET", "/api/v1/events", "events", "viewer"),
+    ("GET", "/api/v1/board/stream", "board_stream", "viewer"),
+    ("GET", "/api/v1/openapi.json", "openapi", "viewer"),
+    ("GET", "/metrics", "metrics", "viewer"),
+    ("GET", "/", "root", "public"),
+    ("GET", "/console/", "console", "public"),
+    ("GET", "/console/{file}", "console", "public"),
+]
+
+
+def add_routes(app: web.Application, api: Api) -> None:
+    for method, path, name, _ in ROUTES:
+        app.router.add_route(method, path, getattr(api, name))

@@ -1,0 +1,190 @@
+"""The orchestrator process: an aiohttp application with Redis state and its decision loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from diemcau.http import on_prepare_security_headers, problem_middleware
+from diemcau.tokens import MediaTokenSigner
+from diemcau.topology import Profile, Topology, load_profile, load_topology
+
+from .api import Api, add_routes
+from .auth import Accounts
+from .control import ControlHub
+from .leader import Leadership
+from .planner import Planner
+from .settings import OrchestratorSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(SystemExit):
+    pass
+
+
+@dataclass
+class State:
+    settings: OrchestratorSettings
+    redis: aioredis.Redis
+    store: Store
+    accounts: Accounts
+    signer: MediaTokenSigner
+    topology: Topology
+    profile: Profile
+    hub: ControlHub
+    planner: Planner
+    leadership: Leadership
+    halls_by_id: dict = field(default_factory=dict)
+    tasks: list = field(default_factory=list)
+
+
+STATE_KEY = web.AppKey("state", State)
+
+
+def load_secrets(settings: OrchestratorSettings) -> tuple[bytes, MediaTokenSigner]:
+    if not settings.node_key_file or not settings.media_key_file:
+        raise StartupError(
+            "orchestrator: node_key_file and media_key_file are required "
+            "(DIEMCAU_ORCH_NODE_KEY_FILE, DIEMCAU_ORCH_MEDIA_KEY_FILE); `diemcau demo` generates its own"
+        )
+    try:
+        node_key = bytes.fromhex(Path(settings.node_key_file).read_text().strip())
+        signer = MediaTokenSigner.from_pem(Path(settings.media_key_file).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"orchestrator: cannot read secrets: {exc}") from None
+    if len(node_key) < 16:
+        raise StartupError("orchestrator: the node key must be at least 16 bytes")
+    if settings.production and settings.operator_password and len(settings.operator_password) < 12:
+        raise StartupError("orchestrator: production mode needs an operator password of 12+ characters")
+    return node_key, signer
+
+
+def make_app(settings: OrchestratorSettings) -> web.Application:
+    """Build the orchestrator application; Redis is connected when the app starts."""
+    node_key, signer = load_secrets(settings)
+    topology = load_topology(settings.topology or None)
+    profile = load_profile(settings.profile)
+    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app.on_response_prepare.append(on_prepare_security_headers)
+
+    async def on_startup(app: web.Application) -> None:
+        url = settings.redis_url or os.environ.get("REDIS_URL", "")
+        if not url:
+            raise StartupError("orchestrator: no Redis: set REDIS_URL (or use `diemcau demo`)")
+        redis = aioredis.from_url(url)
+        try:
+            await redis.ping()
+        except Exception as exc:
+            raise StartupError(f"orchestrator: cannot reach Redis at {url}: {exc}") from None
+        store = Store(redis, settings.key_prefix, settings.events_maxlen)
+        accounts = Accounts(redis, settings.key_prefix, settings.session_ttl_s, settings.login_attempts_per_min)
+        if settings.operator_password:
+            await accounts.set_user("admin", settings.operator_password, "admin")
+        halls = {h.id: h for h in topology.halls}
+        hub = ControlHub(settings, store, node_key, set(halls), redis)
+        leadership = Leadership(redis, settings.key_prefix, settings.instance, settings.leader_lease_ms)
+        planner = Planner(settings, store, signer, halls, profile, hub.deliver)
+        hub.planner = _LeaderGate(planner, leadership)
+        state = State(settings, redis, store, accounts, signer, topology, profile, hub, planner, leadership, halls)
+        app[STATE_KEY] = state
+        api = Api(state)
+        app["api"] = api
+        state.tasks = [
+            asyncio.ensure_future(_every(settings.flush_interval_ms, store.flush, "flush")),
+            asyncio.ensure_future(_leader_loop(state)),
+            asyncio.ensure_future(_every(settings.board_interval_ms, api.refresh_board, "board")),
+            asyncio.ensure_future(hub.listen()),
+        ]
+
+    async def on_shutdown(app: web.Application) -> None:
+        state = app.get(STATE_KEY)
+        if state is None:
+            return
+        for ws in list(state.hub.channels.values()):
+            await ws.close(code=1001, message=b"orchestrator shutting down")
+
+    async def on_cleanup(app: web.Application) -> None:
+        state = app.get(STATE_KEY)
+        if state is None:
+            return
+        for t in state.tasks:
+            t.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        await state.store.flush()
+        await state.leadership.release()
+        await state.redis.aclose()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+
+    # Routes need the Api object, created at startup: dispatch through a thin proxy.
+    add_routes(app, _ApiProxy(app))
+    app.router.add_get("/api/v1/control", lambda request: app[STATE_KEY].hub.handle(request))
+    return app
+
+
+class _ApiProxy:
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def __getattr__(self, name: str):
+        async def handler(request: web.Request):
+            return await getattr(self._app["api"], name)(request)
+
+        return handler
+
+
+class _LeaderGate:
+    """Planner calls from the control channel act only on the leader; others wait for its sweep."""
+
+    def __init__(self, planner: Planner, leadership: Leadership) -> None:
+        self.planner = planner
+        self.leadership = leadership
+
+    async def on_register(self, node: str, kind: str) -> None:
+        if self.leadership.is_leader:
+            await self.planner.on_register(node, kind)
+
+    async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
+        if self.leadership.is_leader:
+            await self.planner.on_media_lost(node, upstream, reason)
+
+
+async def _every(interval_ms: int, fn, name: str) -> None:
+    while True:
+        try:
+            await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s loop failed; retrying", name)
+        await asyncio.sleep(interval_ms / 1000)
+
+
+async def _leader_loop(state: State) -> None:
+    s = state.settings
+    renew_every = max(s.leader_lease_ms // 3, 100)
+    last_renew = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            now = loop.time()
+            if now - last_renew >= renew_every / 1000:
+                await state.leadership.tick()
+                last_renew = now
+            if state.leadership.is_leader:
+                await state.planner.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("leader loop failed; retrying")
+        await asyncio.sleep(s.sweep_interval_ms / 1000)

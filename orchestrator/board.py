@@ -1,0 +1,82 @@
+"""The fleet at a glance: one snapshot of every hall and relay, built once per tick for all viewers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from diemcau.topology import Hall
+
+from .settings import OrchestratorSettings
+from .store import Store, now_ms
+
+
+def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int) -> str:
+    """on_air | degraded | audio_only | connecting | dark."""
+    if not connected and age_ms > dark_after_ms:
+        return "dark"
+    if age_ms > dark_after_ms:
+        return "dark"
+    st = stats.get("state", "idle")
+    if st == "receiving":
+        if stats.get("loss_pct", 0) > 2.0 or stats.get("freezes", 0) > 0 and stats.get("fps", 0) < 20:
+            return "degraded"
+        return "on_air"
+    if st == "audio_only":
+        return "audio_only"
+    if st in ("stalled",):
+        return "degraded"
+    return "connecting"
+
+
+async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettings) -> dict:
+    nodes, conn, seen, assign, stats = await asyncio.gather(
+        store.nodes(), store.connected(), store.last_seen(), store.assignments(), store.stats()
+    )
+    now = now_ms()
+    hall_rows = []
+    for h in halls:
+        st = stats.get(h.id, {})
+        age = now - seen[h.id] if h.id in seen else 10**9
+        hall_rows.append(
+            {
+                "id": h.id,
+                "name": h.name,
+                "province": h.province,
+                "region": h.region,
+                "lat": h.lat,
+                "lon": h.lon,
+                "state": hall_state(h.id in conn, age, st, settings.hall_dark_after_ms),
+                "connected": h.id in conn,
+                "assigned_relay": assign.get(h.id, {}).get("upstream", ""),
+                "last_seen_ms": age if age < 10**9 else None,
+                **{k: v for k, v in st.items() if k != "state"},
+                "media_state": st.get("state", "idle"),
+            }
+        )
+    hall_ids = {h.id for h in halls}
+    relay_rows = []
+    for node, info in sorted(nodes.items()):
+        if info.get("kind") != "relay":
+            continue
+        st = stats.get(node, {})
+        age = now - seen.get(node, 0)
+        alive = (node in conn and age < 3 * settings.relay_heartbeat_ms) or age < settings.relay_dead_after_ms
+        relay_rows.append(
+            {
+                "id": node,
+                "role": info.get("role"),
+                "region": info.get("region"),
+                "url": info.get("url"),
+                "capacity": info.get("capacity"),
+                "alive": alive,
+                "connected": node in conn,
+                "halls": sum(1 for n, a in assign.items() if a.get("upstream") == node and n in hall_ids),
+                "upstream": assign.get(node, {}).get("upstream", ""),
+                "last_seen_ms": age,
+                **st,
+            }
+        )
+    counts: dict[str, int] = {}
+    for row in hall_rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return {"at": now, "halls": hall_rows, "relays": relay_rows, "counts": counts}

@@ -1,0 +1,190 @@
+"""The WebSocket control channel: nodes register, send heartbeats, receive assignments.
+
+Each node authenticates with its credential before the upgrade. Messages are
+validated (type, size, rate); a node that sends junk gets an error message and,
+if it persists, is disconnected. Commands for a node held by another
+orchestrator instance travel over Redis pub/sub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from diemcau import messages as m
+from diemcau.http import Problem, unauthorized
+from diemcau.tokens import TokenError, bearer, verify_node_credential
+from diemcau.topology import NODE_ID
+
+from .settings import OrchestratorSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BAD_MESSAGES = 5
+
+
+class ControlHub:
+    def __init__(self, settings: OrchestratorSettings, store: Store, node_key: bytes, halls: set[str], redis) -> None:
+        self.s = settings
+        self.store = store
+        self.node_key = node_key
+        self.halls = halls
+        self.redis = redis
+        self.channels: dict[str, web.WebSocketResponse] = {}
+        self.planner = None  # set by the app once built
+        self.heartbeats = 0
+        self.rejected_messages = 0
+        self._listener: asyncio.Task | None = None
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def deliver(self, node: str, msg: m.Msg) -> bool:
+        ws = self.channels.get(node)
+        if ws is not None and not ws.closed:
+            try:
+                await ws.send_bytes(m.encode(msg))
+                return True
+            except (ConnectionError, RuntimeError):
+                return False
+        holder = (await self.store.connected()).get(node)
+        if holder and holder != self.s.instance:
+            payload = json.dumps({"node": node, "msg": m.encode(msg).decode()})
+            await self.redis.publish(f"{self.s.key_prefix}cmd:{holder}", payload)
+            return True
+        return False
+
+    async def listen(self) -> None:
+        """Forward commands other instances publish for nodes connected here."""
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(f"{self.s.key_prefix}cmd:{self.s.instance}")
+        try:
+            async for item in pubsub.listen():
+                if item.get("type") != "message":
+                    continue
+                try:
+                    data = json.loads(item["data"])
+                    msg = m.decode(data["msg"])
+                except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                ws = self.channels.get(data["node"])
+                if ws is not None and not ws.closed:
+                    await ws.send_bytes(m.encode(msg))
+        finally:
+            await pubsub.aclose()
+
+    # -- the channel -------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        token = bearer(request.headers.get("Authorization"))
+        if token is None:
+            raise unauthorized("node credential required (Authorization: Bearer dcn1....)")
+        try:
+            node = verify_node_credential(self.node_key, token)
+        except TokenError as exc:
+            raise unauthorized(str(exc)) from None
+        if not (node in self.halls or NODE_ID.match(node)):
+            raise Problem(403, f"unknown node {node}")
+        ws = web.WebSocketResponse(max_msg_size=self.s.ws_max_msg_bytes, heartbeat=5.0)
+        await ws.prepare(request)
+        try:
+            hello = await self._expect_hello(ws, node)
+        except asyncio.TimeoutError:
+            await ws.close(code=4408, message=b"no hello")
+            return ws
+        if hello is None:
+            return ws
+        old = self.channels.get(node)
+        if old is not None and not old.closed:
+            await old.close(code=4409, message=b"replaced by a newer connection")
+        self.channels[node] = ws
+        info = {
+            "kind": hello.kind, "region": hello.region, "role": hello.role, "url": hello.whep_url,
+            "capacity": hello.capacity, "version": hello.version, "instance": self.s.instance,
+            "registered_at": time.time(),
+        }
+        if hello.kind == "hall":
+            info["name"] = node
+        await self.store.register(node, info, self.s.instance)
+        await self.store.event("register", node, f"{hello.kind} {hello.role}".strip())
+        hb_ms = self.s.hall_heartbeat_ms if hello.kind == "hall" else self.s.relay_heartbeat_ms
+        await ws.send_bytes(m.encode(m.Welcome(node=node, heartbeat_ms=hb_ms)))
+        if self.planner is not None:
+            await self.planner.on_register(node, hello.kind)
+        try:
+            await self._serve(ws, node)
+        finally:
+            if self.channels.get(node) is ws:
+                del self.channels[node]
+                await self.store.disconnected(node, self.s.instance)
+                await self.store.event("disconnect", node)
+        return ws
+
+    async def _expect_hello(self, ws: web.WebSocketResponse, node: str) -> m.Hello | None:
+        msg = await ws.receive(timeout=5.0)
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            await ws.close()
+            return None
+        try:
+            hello = m.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await self._reject(ws, 400, f"bad hello: {exc}", close=True)
+            return None
+        if not isinstance(hello, m.Hello):
+            await self._reject(ws, 400, "the first message must be hello", close=True)
+            return None
+        if hello.node != node:
+            await self._reject(ws, 403, f"credential is for {node}, hello says {hello.node}", close=True)
+            return None
+        if hello.kind == "hall" and node not in self.halls:
+            await self._reject(ws, 404, f"hall {node} is not in the topology", close=True)
+            return None
+        if hello.kind not in ("hall", "relay"):
+            await self._reject(ws, 400, "kind must be 'hall' or 'relay'", close=True)
+            return None
+        return hello
+
+    async def _reject(self, ws: web.WebSocketResponse, code: int, reason: str, close: bool = False) -> None:
+        self.rejected_messages += 1
+        try:
+            await ws.send_bytes(m.encode(m.ErrorMsg(code=code, reason=reason)))
+            if close:
+                await ws.close(code=4000 + code % 1000, message=reason[:120].encode())
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def _serve(self, ws: web.WebSocketResponse, node: str) -> None:
+        bad = 0
+        window_start = time.monotonic()
+        count = 0
+        async for raw in ws:
+            if raw.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            now = time.monotonic()
+            if now - window_start >= 1.0:
+                window_start, count = now, 0
+            count += 1
+            if count > self.s.ws_msgs_per_s:
+                await self._reject(ws, 429, f"more than {self.s.ws_msgs_per_s} messages per second")
+                continue
+            try:
+                msg = m.decode(raw.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                bad += 1
+                await self._reject(ws, 400, f"bad message: {exc}", close=bad >= MAX_BAD_MESSAGES)
+                continue
+            if isinstance(msg, m.Heartbeat):
+                self.heartbeats += 1
+                stats = msg.hall if msg.hall is not None else msg.relay
+                self.store.heartbeat(node, msgspec.json.encode(stats).decode() if stats else "{}")
+            elif isinstance(msg, m.MediaLost):
+                if self.planner is not None:
+                    await self.planner.on_media_lost(node, msg.upstream, msg.reason)
+            else:
+                bad += 1
+                await self._reject(ws, 400, f"unexpected message {type(msg).__name__}", close=bad >= MAX_BAD_MESSAGES)

@@ -1,0 +1,68 @@
+"""The OpenAPI 3.1 document of the orchestrator's REST API (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from diemcau import __version__
+
+_ERR = {"description": "Problem", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_AUTH_ERRORS = {"401": _ERR, "403": _ERR}
+
+
+def _op(summary: str, responses: dict, body: str | None = None, params: list | None = None, public: bool = False) -> dict:
+    op: dict = {"summary": summary, "responses": {**responses, **({} if public else _AUTH_ERRORS)}}
+    if not public:
+        op["security"] = [{"bearer": []}, {"cookie": []}]
+    else:
+        op["security"] = []
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _json(desc: str, schema: dict | None = None) -> dict:
+    return {"description": desc, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+def openapi_document() -> dict:
+    hall_param = {"name": "hall", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Z]{2,3}-[0-9]{2}$"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "diemcau orchestrator", "version": __version__,
+                 "description": "Control plane of diemcau: halls, relays, media tokens, events."},
+        "paths": {
+            "/api/v1/login": {"post": _op("Log in as an operator", {"200": _json("Session"), "400": _ERR, "401": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "429": _ERR}, body="Login", public=True)},
+            "/api/v1/logout": {"post": _op("End the session", {"200": _json("Logged out")})},
+            "/api/v1/me": {"get": _op("Who am I", {"200": _json("Principal")})},
+            "/api/v1/halls": {"get": _op("All halls with live state", {"200": _json("Halls")})},
+            "/api/v1/halls/{hall}": {"get": _op("One hall", {"200": _json("Hall"), "404": _ERR}, params=[hall_param])},
+            "/api/v1/relays": {"get": _op("All relays", {"200": _json("Relays")})},
+            "/api/v1/tokens/media": {"post": _op("Mint a media token (WHIP/WHEP)", {"200": _json("Token"), "400": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="MediaToken")},
+            "/api/v1/events": {"get": _op("Event and audit log (JSON, or CSV with format=csv)", {"200": _json("Events"), "400": _ERR}, params=[
+                {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
+                {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                {"name": "subject", "in": "query", "schema": {"type": "string"}},
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
+            ])},
+            "/api/v1/board/stream": {"get": _op("Live board (server-sent events)", {"200": {"description": "text/event-stream"}, "503": _ERR})},
+            "/api/v1/openapi.json": {"get": _op("This document", {"200": _json("OpenAPI")})},
+            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text/plain exposition"}})},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "dc_session"},
+            },
+            "schemas": {
+                "Problem": {"type": "object", "required": ["error", "status"],
+                            "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+                "Login": {"type": "object", "required": ["username", "password"], "additionalProperties": False,
+                          "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                "MediaToken": {"type": "object", "required": ["stream", "direction", "subject"], "additionalProperties": False,
+                               "properties": {"stream": {"type": "string"}, "direction": {"type": "string", "enum": ["pub", "sub"]},
+                                              "subject": {"type": "string"}, "relay": {"type": "string"},
+                                              "ttl_s": {"type": "integer", "minimum": 10, "maximum": 86400}}},
+            },
+        },
+    }

@@ -1,0 +1,61 @@
+"""Who receives from whom: region-, load- and distance-aware choice of relays (pure functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diemcau.topology import haversine_km
+
+REGION_CENTRES = {"north": (21.03, 105.85), "central": (16.05, 108.20), "south": (10.82, 106.63)}
+
+
+@dataclass
+class RelayView:
+    id: str
+    role: str
+    region: str
+    url: str
+    capacity: int
+    load: int = 0
+    lat: float = 0.0
+    lon: float = 0.0
+    alive: bool = True
+
+    @property
+    def utilisation(self) -> float:
+        return self.load / self.capacity if self.capacity else 1.0
+
+    def position(self) -> tuple[float, float]:
+        if self.lat or self.lon:
+            return self.lat, self.lon
+        return REGION_CENTRES.get(self.region, REGION_CENTRES["north"])
+
+
+def choose_hall_relay(
+    region: str, lat: float, lon: float, relays: list[RelayView], exclude: set[str] = frozenset()
+) -> RelayView | None:
+    """Best regional relay for a hall: same region first, then least utilised, then nearest.
+
+    Falls back to relays of other regions (nearest first), then to an origin, so a hall
+    is never left without a feed while any relay lives.
+    """
+    usable = [r for r in relays if r.alive and r.url and r.id not in exclude and r.load < r.capacity]
+    regional = [r for r in usable if r.role == "regional"]
+    pool = regional or [r for r in usable if r.role == "origin"]
+    if not pool:
+        return None
+
+    def key(r: RelayView) -> tuple:
+        same = r.region == region
+        # Utilisation in coarse steps so that distance decides between similarly loaded relays.
+        return (not same, round(r.utilisation * 10), haversine_km(lat, lon, *r.position()), r.id)
+
+    return min(pool, key=key)
+
+
+def choose_upstream(relay: RelayView, relays: list[RelayView], exclude: set[str] = frozenset()) -> RelayView | None:
+    """The origin a regional relay pulls from: least loaded live origin, nearest on ties."""
+    origins = [r for r in relays if r.role == "origin" and r.alive and r.url and r.id not in exclude and r.id != relay.id]
+    if not origins:
+        return None
+    return min(origins, key=lambda o: (round(o.utilisation * 10), haversine_km(*relay.position(), *o.position()), o.id))

@@ -1,0 +1,125 @@
+"""Everything the control plane keeps, in Redis: registry, liveness, assignments, events.
+
+Keys (prefix `dc:` by default):
+  nodes    hash  node id -> JSON static description (kind, region, role, url, ...)
+  hb       hash  node id -> JSON latest heartbeat stats
+  seen     zset  node id -> last heartbeat, unix ms (liveness: old scores are stale)
+  conn     hash  node id -> orchestrator instance holding its control channel
+  assign   hash  node id -> JSON {stream, upstream, epoch}
+  events   stream of failovers, placements and operator actions (capped)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis, prefix: str = "dc:", events_maxlen: int = 100_000) -> None:
+        self.r = redis
+        self.p = prefix
+        self.events_maxlen = events_maxlen
+        self._pending_hb: dict[str, str] = {}
+        self._pending_seen: dict[str, int] = {}
+
+    def k(self, name: str) -> str:
+        return self.p + name
+
+    # -- registry ------------------------------------------------------------------------
+
+    async def register(self, node: str, info: dict[str, Any], instance: str) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.k("nodes"), node, json.dumps(info))
+        pipe.hset(self.k("conn"), node, instance)
+        pipe.zadd(self.k("seen"), {node: now_ms()})
+        await pipe.execute()
+
+    async def disconnected(self, node: str, instance: str) -> None:
+        # Only the instance that holds the channel may clear it (a newer one may have it).
+        holder = await self.r.hget(self.k("conn"), node)
+        if holder is not None and holder.decode() == instance:
+            await self.r.hdel(self.k("conn"), node)
+
+    async def nodes(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("nodes"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def connected(self) -> dict[str, str]:
+        raw = await self.r.hgetall(self.k("conn"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # -- heartbeats (batched) --------------------------------------------------------------
+
+    def heartbeat(self, node: str, stats_json: str) -> None:
+        self._pending_hb[node] = stats_json
+        self._pending_seen[node] = now_ms()
+
+    async def flush(self) -> int:
+        """Write buffered heartbeats in one round trip; returns how many."""
+        if not self._pending_seen:
+            return 0
+        hb, seen = self._pending_hb, self._pending_seen
+        self._pending_hb, self._pending_seen = {}, {}
+        pipe = self.r.pipeline(transaction=False)
+        if hb:
+            pipe.hset(self.k("hb"), mapping=hb)
+        pipe.zadd(self.k("seen"), seen)
+        await pipe.execute()
+        return len(seen)
+
+    async def last_seen(self) -> dict[str, int]:
+        raw = await self.r.zrange(self.k("seen"), 0, -1, withscores=True)
+        return {k.decode(): int(v) for k, v in raw}
+
+    async def stats(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("hb"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    # -- assignments -----------------------------------------------------------------------
+
+    async def assignments(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("assign"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def set_assignment(self, node: str, stream: str, upstream: str) -> int:
+        epoch = await self.r.incr(self.k("epoch"))
+        await self.r.hset(
+            self.k("assign"), node, json.dumps({"stream": stream, "upstream": upstream, "epoch": epoch})
+        )
+        return int(epoch)
+
+    async def clear_assignment(self, node: str) -> None:
+        await self.r.hdel(self.k("assign"), node)
+
+    # -- events and audit ------------------------------------------------------------------
+
+    async def event(self, kind: str, subject: str, detail: str = "", actor: str = "system") -> None:
+        await self.r.xadd(
+            self.k("events"),
+            {"kind": kind, "subject": subject, "detail": detail, "actor": actor, "ts": str(now_ms())},
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
+
+    async def events(self, count: int = 200, kind: str | None = None, subject: str | None = None) -> list[dict]:
+        raw = await self.r.xrevrange(self.k("events"), count=max(count * 4, count) if (kind or subject) else count)
+        out = []
+        for eid, fields in raw:
+            ev = {k.decode(): v.decode() for k, v in fields.items()}
+            ev["id"] = eid.decode()
+            if kind and ev.get("kind") != kind:
+                continue
+            if subject and ev.get("subject") != subject:
+                continue
+            out.append(ev)
+            if len(out) >= count:
+                break
+        return out

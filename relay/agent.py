@@ -1,0 +1,97 @@
+"""A relay's control-plane half: register, report load, and pull the streams it is assigned."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from diemcau import __version__
+from diemcau import messages as m
+from diemcau.control_client import ControlClient
+
+from .follow import Follower
+from .server import RelayCore
+
+log = logging.getLogger(__name__)
+
+
+class RelayAgent:
+    def __init__(self, core: RelayCore, public_url: str) -> None:
+        self.core = core
+        self.s = core.settings
+        self.public_url = public_url
+        self.followers: dict[str, Follower] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.control = ControlClient(
+            self.s.orchestrator_url, self.s.credential, self._hello, self._heartbeat,
+            self._on_message, self.s.heartbeat_ms,
+        )
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.ensure_future(self.control.run()))
+
+    async def stop(self) -> None:
+        self.control.stop()
+        for f in self.followers.values():
+            f.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _hello(self) -> m.Hello:
+        return m.Hello(
+            node=self.s.id, kind="relay", version=__version__, region=self.s.region, role=self.s.role,
+            whep_url=self.public_url, capacity=self.s.capacity, streams=sorted(self.core.sources),
+        )
+
+    def _heartbeat(self, seq: int) -> m.Heartbeat:
+        st = self.core.stats()
+        f = next(iter(self.followers.values()), None)
+        return m.Heartbeat(seq=seq, relay=m.RelayStats(
+            **st,
+            upstream=f.assignment.upstream if f and f.assignment else "",
+            upstream_state=f.state if f else "",
+        ))
+
+    async def _on_message(self, msg: m.Msg) -> None:
+        if isinstance(msg, m.Assign):
+            f = self.followers.get(msg.stream)
+            if f is None:
+                f = self.followers[msg.stream] = self._follower(msg.stream)
+                self._tasks.append(asyncio.ensure_future(f.run()))
+            self.core.expected.add(msg.stream)
+            f.assign(msg)
+        elif isinstance(msg, m.Unassign):
+            f = self.followers.pop(msg.stream, None)
+            if f is not None:
+                f.stop()
+            self.core.expected.discard(msg.stream)
+
+    def _follower(self, stream: str) -> Follower:
+        src = self.core.source(stream, create=True)
+        assert src is not None
+        holder: dict = {}
+
+        def sinks(kind, codec):
+            up = src.track_for(kind, codec)
+            up.new_upstream()
+
+            def on_packet(packet, _up=up):
+                follower.mark_packet()
+                _up.on_packet(packet)
+
+            holder[kind] = up
+            return on_packet, up.on_sr
+
+        def on_connected(sub) -> None:
+            for kind, up in holder.items():
+                if kind == "video":
+                    up.set_keyframe_requester(sub.request_keyframe)
+            src.publisher = "upstream"
+
+        async def on_lost(upstream: str, reason: str) -> None:
+            await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
+
+        follower = Follower(sinks, on_lost, self.s.ice_servers, self.s.upstream_stall_s,
+                            self.s.connect_timeout_s, on_connected)
+        return follower

@@ -1,0 +1,131 @@
+"""Follow an upstream assignment: subscribe by WHEP, watch for stalls, resubscribe with backoff.
+
+Used by regional relays (pulling the programme from an origin) and by hall
+daemons (pulling from their relay). The current subscription is kept until a
+new assignment arrives or the media stalls; losing the control plane changes
+nothing here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from diemcau.messages import Assign
+
+from .client import SignallingError, SinkFactory, WhepSubscriber
+
+log = logging.getLogger(__name__)
+
+OnLost = Callable[[str, str], Awaitable[None]]  # (upstream id, reason)
+
+
+class Follower:
+    def __init__(
+        self,
+        sinks: SinkFactory,
+        on_lost: OnLost,
+        ice_servers: list[str] | None = None,
+        stall_s: float = 2.0,
+        connect_timeout_s: float = 10.0,
+        on_connected: Callable[[WhepSubscriber], None] | None = None,
+    ) -> None:
+        self.sinks = sinks
+        self.on_lost = on_lost
+        self.ice_servers = ice_servers or []
+        self.stall_s = stall_s
+        self.connect_timeout_s = connect_timeout_s
+        self.on_connected = on_connected
+        self.assignment: Assign | None = None
+        self.sub: WhepSubscriber | None = None
+        self.state = "idle"  # idle | connecting | receiving | stalled
+        self.connects = 0
+        self.last_error = ""
+        self._changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_packet = 0.0
+
+    def assign(self, msg: Assign) -> None:
+        cur = self.assignment
+        if cur is not None and msg.epoch and cur.epoch and msg.epoch < cur.epoch:
+            return  # stale re-plan
+        same = cur is not None and cur.whep_url == msg.whep_url and self.state == "receiving"
+        self.assignment = msg
+        if not same:
+            self._changed.set()
+
+    def mark_packet(self) -> None:
+        self._last_packet = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        async with aiohttp.ClientSession() as http:
+            try:
+                while not self._stop.is_set():
+                    if self.assignment is None:
+                        self._changed.clear()
+                        await self._changed.wait()
+                        continue
+                    a = self.assignment
+                    self._changed.clear()
+                    self.state = "connecting"
+                    sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers)
+                    try:
+                        await sub.connect(http, self.connect_timeout_s)
+                    except SignallingError as exc:
+                        await sub.close()
+                        self.last_error = str(exc)
+                        log.info("subscribe to %s failed: %s", a.upstream, exc)
+                        if exc.status in (401, 403, 404) or backoff >= 0.8:
+                            await self.on_lost(a.upstream, exc.reason)
+                        await self._wait(exc.retry_after or random.uniform(backoff / 2, backoff))
+                        backoff = min(backoff * 2, 3.0)
+                        continue
+                    self.sub = sub
+                    self.connects += 1
+                    self._last_packet = time.monotonic()
+                    self.state = "receiving"
+                    if self.on_connected is not None:
+                        self.on_connected(sub)
+                    backoff = 0.1
+                    reason = await self._watch(sub)
+                    self.sub = None
+                    await sub.close(http)
+                    if reason:
+                        self.state = "stalled"
+                        log.warning("upstream %s lost: %s", a.upstream, reason)
+                        await self.on_lost(a.upstream, reason)
+            finally:
+                if self.sub is not None:
+                    await self.sub.close(http)
+                self.state = "idle"
+
+    async def _watch(self, sub: WhepSubscriber) -> str:
+        """Return a reason when media stalls or the connection fails; '' on a new assignment."""
+        while not self._stop.is_set():
+            if self._changed.is_set():
+                return ""
+            if sub.pc.connectionState in ("failed", "closed"):
+                return f"connection {sub.pc.connectionState}"
+            if time.monotonic() - self._last_packet > self.stall_s:
+                return f"no media for {self.stall_s:.1f} s"
+            try:
+                await asyncio.wait_for(self._changed.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+        return ""
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
