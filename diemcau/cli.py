@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--fps", type=int, default=30)
     d.add_argument("--width", type=int, default=640)
     d.add_argument("--height", type=int, default=360)
+    d.add_argument("--keep", action="store_true", help="keep the logs and work directory")
     d.set_defaults(fn=_demo)
 
     c = sub.add_parser("check", help="check aiortc internals, topology and profile")

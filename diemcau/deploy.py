@@ -235,7 +235,7 @@ class Deployment:
     def stop(self, grace: float = 8.0) -> None:
         order = [n for n in self.procs if n.startswith("halls-")] + ["studio"] + [
             n for n in self.procs if n.startswith("relay-")] + ["orchestrator", "redis"]
-        for names in (order[:-2], order[-2:]):
+        for names in (order[:-2], order[-2:-1], order[-1:]):
             for n in names:
                 p = self.procs.get(n)
                 if p is not None and p.poll() is None:
@@ -316,8 +316,10 @@ def run_demo(args) -> int:
         code = 1
     finally:
         dep.stop()
-        if code == 0:
+        if code == 0 and not getattr(args, "keep", False):
             shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"  logs kept in {dep.log_dir}", flush=True)
     return code
 
 

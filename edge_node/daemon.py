@@ -42,6 +42,8 @@ class HallDaemon:
         v = self.verifiers.get(kind)
         if v is None or v.clock_rate != codec.clockRate:
             v = self.verifiers[kind] = TrackVerifier(kind, codec.clockRate, self.s.freeze_ms)
+        else:
+            v.new_segment()
         follower = self.follower
 
         def on_packet(packet) -> None:

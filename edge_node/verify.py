@@ -68,6 +68,22 @@ class TrackVerifier:
         self._frame_ok = True
         self._last_complete_at = 0.0
         self._sr: tuple[float, int] | None = None  # (capture unix time, rtp ts)
+        self._expected_done = 0  # frames expected in finished segments
+        self._frames_at_segment = 0
+        self._late_run = 0
+
+    def new_segment(self) -> None:
+        """A new subscription starts: new sequence and timestamp spaces, same cumulative counts."""
+        self._expected_done += self._segment_expected()
+        self._frames_at_segment = self.frames
+        self.first_ts = None
+        self.last_ts = None
+        self._last_seq = None
+        self._frame_ts = None
+        self._frame_done = True
+        self._frame_ok = True
+        self._sr = None
+        self._late_run = 0
 
     def on_sr(self, ntp: int, rtp_ts: int) -> None:
         if ntp:
@@ -83,7 +99,12 @@ class TrackVerifier:
         if self._last_seq is not None:
             gap = (seq - self._last_seq) & 0xFFFF
             if gap == 0 or gap >= 0x8000:
-                return  # duplicate, or a late retransmission: counted, not re-judged
+                # duplicate or late retransmission; a long run of them means the sender jumped
+                self._late_run += 1
+                if self._late_run < 50:
+                    return
+                gap = 1
+            self._late_run = 0
             if gap > 1:
                 self.lost += gap - 1
                 gapped = True
@@ -138,12 +159,16 @@ class TrackVerifier:
                 self.recent_latency.append(latency_ms)
 
     def frames_expected(self) -> int:
-        """Frames the studio sent between our first and last complete frame (from the ts span)."""
+        """Frames the studio sent while we were subscribed (from each subscription's ts span)."""
+        return self._expected_done + self._segment_expected()
+
+    def _segment_expected(self) -> int:
+        seg_frames = self.frames - self._frames_at_segment
         if self.first_ts is None or not self.frame_deltas:
-            return self.frames
+            return seg_frames
         step = sorted(self.frame_deltas)[len(self.frame_deltas) // 2]
         if step <= 0:
-            return self.frames
+            return seg_frames
         return int(round((self._ext_ts - self.first_ts) / step)) + 1
 
     def fps(self, window: float = 1.0) -> float:
