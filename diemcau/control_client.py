@@ -45,6 +45,9 @@ class ControlClient:
 
     def stop(self) -> None:
         self._stop.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            asyncio.ensure_future(ws.close())
 
     async def send(self, msg: m.Msg) -> bool:
         ws = self._ws

@@ -34,8 +34,8 @@ async def problem_middleware(request: web.Request, handler):
         return await handler(request)
     except Problem as exc:
         return problem_response(exc.status, exc.reason, exc.headers)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return problem_response(413, f"request body too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        return problem_response(413, "request body too large")
     except web.HTTPException as exc:
         if exc.status >= 400:
             return problem_response(exc.status, exc.reason or "error", dict(exc.headers))

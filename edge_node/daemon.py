@@ -101,4 +101,7 @@ class HallDaemon:
     async def stop(self) -> None:
         self.control.stop()
         self.follower.stop()
+        _, pending = await asyncio.wait(self._tasks, timeout=3.0) if self._tasks else (None, [])
+        for t in pending:
+            t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

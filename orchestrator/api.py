@@ -40,6 +40,8 @@ class MediaTokenBody(msgspec.Struct, forbid_unknown_fields=True):
 async def read_json(request: web.Request, cls: type, max_bytes: int):
     if request.content_type != "application/json":
         raise Problem(415, "send a JSON body with Content-Type: application/json")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise Problem(413, f"body larger than {max_bytes} bytes")
     body = await request.read()
     if len(body) > max_bytes:
         raise Problem(413, f"body larger than {max_bytes} bytes")

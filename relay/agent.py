@@ -34,9 +34,11 @@ class RelayAgent:
         self.control.stop()
         for f in self.followers.values():
             f.stop()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=3.0)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _hello(self) -> m.Hello:
         return m.Hello(

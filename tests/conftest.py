@@ -110,3 +110,85 @@ def redis_url():
     proc.terminate()
     proc.wait(5)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RunningOrchestrator:
+    def __init__(self, runner, settings, app, password: str, node_key: bytes) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.app = app
+        self.password = password
+        self.node_key = node_key
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.control_url = f"ws://127.0.0.1:{settings.port}/api/v1/control"
+
+    @property
+    def state(self):
+        from orchestrator.app import STATE_KEY
+
+        return self.app[STATE_KEY]
+
+    def credential(self, node: str) -> str:
+        from diemcau.tokens import node_credential
+
+        return node_credential(self.node_key, node)
+
+    async def token(self, http) -> str:
+        async with http.post(self.url + "/api/v1/login", json={"username": "admin", "password": self.password}) as r:
+            assert r.status == 200, await r.text()
+            return (await r.json())["token"]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+def secrets_dir(tmp_path, signer):
+    from diemcau.tokens import SecretsBundle
+
+    bundle = SecretsBundle(node_key=os.urandom(32), media_private_pem=signer.private_pem(),
+                           media_public_pem=signer.public_pem())
+    bundle.write(tmp_path / "secrets")
+    return tmp_path / "secrets", bundle
+
+
+@pytest_asyncio.fixture
+async def start_orchestrator(redis_url, secrets_dir):
+    from orchestrator.app import make_app as make_orch
+    from orchestrator.settings import OrchestratorSettings
+
+    started: list[RunningOrchestrator] = []
+
+    async def _start(**kw) -> RunningOrchestrator:
+        d, bundle = secrets_dir
+        password = "test-password-123"
+        settings = OrchestratorSettings(
+            port=kw.pop("port", None) or free_port(), redis_url=redis_url,
+            key_prefix=f"dc:t{os.urandom(4).hex()}:",
+            node_key_file=str(d / "node.key"), media_key_file=str(d / "media.key"),
+            operator_password=password, **kw,
+        )
+        app = make_orch(settings)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", settings.port).start()
+        o = RunningOrchestrator(runner, settings, app, password, bundle.node_key)
+        started.append(o)
+        return o
+
+    yield _start
+    for o in started:
+        await o.stop()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,191 @@
+"""The relay's WHIP/WHEP endpoints: media forwarded without decoding, and every bad request refused."""
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.codecs import opus, vpx
+
+from tests.conftest import wait_for
+from tests.media import Counts, start_studio, subscribe
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail loudly if anything in this process decodes video or audio."""
+    calls = []
+
+    def spy(name):
+        def decode(self, *a, **kw):
+            calls.append(name)
+            raise AssertionError(f"{name} was called: a relay must not decode")
+
+        return decode
+
+    monkeypatch.setattr(vpx.Vp8Decoder, "decode", spy("Vp8Decoder.decode"))
+    monkeypatch.setattr(opus.OpusDecoder, "decode", spy("OpusDecoder.decode"))
+    return calls
+
+
+async def test_media_published_by_whip_reaches_whep_subscribers_without_decoding(start_relay, signer, no_decoding):
+    relay = await start_relay()
+    studio, task = await start_studio(relay.url, signer)
+    counts_a, counts_b = Counts(), Counts()
+    async with aiohttp.ClientSession() as http:
+        await wait_for(lambda: "programme" in relay.core.sources and relay.core.sources["programme"].live, 10, what="publish")
+        sub_a = await subscribe(http, relay.url, signer, counts_a, subject="a")
+        sub_b = await subscribe(http, relay.url, signer, counts_b, subject="b")
+        await wait_for(lambda: counts_a.frames >= 30 and counts_b.frames >= 30, 15, what="frames at both subscribers")
+        assert counts_a.packets["audio"] > 20 and counts_b.packets["audio"] > 20
+        # every subscriber's stream starts at a keyframe and has no sequence gap
+        for c in (counts_a, counts_b):
+            gaps = sum(((b - a) & 0xFFFF) - 1 for a, b in zip(c.seqs, c.seqs[1:]) if ((b - a) & 0xFFFF) < 0x8000)
+            assert gaps == 0
+        # the relay's receivers never queued anything for a decoder
+        for session in relay.core.publishers.values():
+            for inp in session.inputs:
+                assert inp.receiver._RTCRtpReceiver__decoder_queue.qsize() == 0
+        assert no_decoding == []
+        await sub_a.close(http)
+        await sub_b.close(http)
+    studio.stop()
+    await task
+
+
+async def test_new_subscriber_waits_for_a_keyframe_and_keyframe_requests_are_coalesced(start_relay, signer):
+    relay = await start_relay()
+    studio, task = await start_studio(relay.url, signer)
+    async with aiohttp.ClientSession() as http:
+        await wait_for(lambda: "programme" in relay.core.sources and relay.core.sources["programme"].live, 10)
+        up = relay.core.sources["programme"].tracks["video"]
+        before = up.keyframe_requests_up
+        subs = [await subscribe(http, relay.url, signer, Counts(), subject=f"s{i}") for i in range(4)]
+        await asyncio.sleep(0.6)
+        # four joins within a fraction of a second cause at most a few upstream requests
+        assert 1 <= up.keyframe_requests_up - before <= 4
+        assert all(dt.started for dt in up.downtracks)
+        for s in subs:
+            await s.close(http)
+    studio.stop()
+    await task
+
+
+def _offer_headers(token: str | None, ctype: str = "application/sdp") -> dict:
+    h = {"Content-Type": ctype}
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    return h
+
+
+async def _real_offer() -> str:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+@pytest.mark.parametrize(
+    "case,status,reason",
+    [
+        ("no_token", 401, "missing Bearer"),
+        ("garbage_token", 401, "not a diemcau media token"),
+        ("expired_token", 401, "expired"),
+        ("other_stream_token", 403, "is for stream"),
+        ("publish_token", 403, "allows 'pub'"),
+        ("wrong_content_type", 415, "application/sdp"),
+        ("oversized", 413, "larger than"),
+        ("junk_sdp", 400, "SDP"),
+        ("no_media_sdp", 400, "no audio or video"),
+        ("unknown_stream", 404, "unknown stream"),
+        ("bad_stream_name", 400, "stream name"),
+    ],
+)
+async def test_whep_bad_requests_get_4xx_with_a_reason(start_relay, signer, case, status, reason):
+    relay = await start_relay()
+    good = signer.mint("v", "programme", "sub", 60)
+    offer = await _real_offer()
+    stream = "programme"
+    headers = _offer_headers(good)
+    body = offer
+    if case == "no_token":
+        headers = _offer_headers(None)
+    elif case == "garbage_token":
+        headers = _offer_headers("xyz")
+    elif case == "expired_token":
+        headers = _offer_headers(signer.mint("v", "programme", "sub", -5))
+    elif case == "other_stream_token":
+        headers = _offer_headers(signer.mint("v", "other", "sub", 60))
+    elif case == "publish_token":
+        headers = _offer_headers(signer.mint("v", "programme", "pub", 60))
+    elif case == "wrong_content_type":
+        headers = _offer_headers(good, "application/json")
+    elif case == "oversized":
+        body = offer + ("a=x-padding:" + "z" * 1000 + "\r\n") * 40
+    elif case == "junk_sdp":
+        body = "v=0\r\nthis is not sdp\r\n"
+    elif case == "no_media_sdp":
+        body = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    elif case == "unknown_stream":
+        stream = "nothing-here"
+        headers = _offer_headers(signer.mint("v", stream, "sub", 60))
+    elif case == "bad_stream_name":
+        stream = "bad%20name!"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{relay.url}/whep/{stream}", data=body.encode(), headers=headers) as r:
+            assert r.status == status, await r.text()
+            payload = await r.json()
+            assert reason in payload["error"]
+            if status == 401:
+                assert "Bearer" in r.headers.get("WWW-Authenticate", "")
+
+
+async def test_second_publisher_is_refused_and_delete_ends_the_session(start_relay, signer):
+    relay = await start_relay()
+    studio, task = await start_studio(relay.url, signer)
+    async with aiohttp.ClientSession() as http:
+        await wait_for(lambda: relay.core.publishers, 10)
+        from relay.client import SignallingError, WhipPublisher
+
+        second = WhipPublisher(f"{relay.url}/whip/programme", signer.mint("x", "programme", "pub", 60))
+        with pytest.raises(SignallingError) as err:
+            await second.connect(http)
+        assert err.value.status == 409
+        await second.close()
+        # a subscriber's DELETE removes its session; a DELETE by someone else is refused
+        counts = Counts()
+        sub = await subscribe(http, relay.url, signer, counts, subject="me")
+        assert len(relay.core.subscribers) == 1
+        other = signer.mint("someone-else", "programme", "sub", 60)
+        async with http.delete(sub.resource, headers={"Authorization": f"Bearer {other}"}) as r:
+            assert r.status == 403
+        async with http.delete(sub.resource, headers={"Authorization": f"Bearer {sub.token}"}) as r:
+            assert r.status == 200
+        assert relay.core.subscribers == {}
+        async with http.delete(sub.resource, headers={"Authorization": f"Bearer {sub.token}"}) as r:
+            assert r.status == 404
+        await sub.close()
+    studio.stop()
+    await task
+
+
+async def test_subscriber_that_never_connects_is_dropped(start_relay, signer):
+    relay = await start_relay(connect_timeout_s=1.0)
+    studio, task = await start_studio(relay.url, signer)
+    async with aiohttp.ClientSession() as http:
+        await wait_for(lambda: relay.core.sources.get("programme") and relay.core.sources["programme"].live, 10)
+        offer = await _real_offer()  # its peer connection is already closed: ICE never completes
+        async with http.post(f"{relay.url}/whep/programme", data=offer.encode(),
+                             headers=_offer_headers(signer.mint("v", "programme", "sub", 60))) as r:
+            assert r.status == 201
+        assert len(relay.core.subscribers) == 1
+        t0 = time.monotonic()
+        await wait_for(lambda: not relay.core.subscribers, 5, what="abandoned session dropped")
+        assert time.monotonic() - t0 < 3
+        assert all(not t.downtracks for t in relay.core.sources["programme"].tracks.values())
+    studio.stop()
+    await task

@@ -1,0 +1,89 @@
+"""The spine end to end: studio -> origin -> regional relay -> hall daemon, placed by the orchestrator."""
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from edge_node.daemon import HallDaemon
+from edge_node.settings import EdgeSettings
+from relay.agent import RelayAgent
+from tests.conftest import free_port, wait_for
+from tests.media import start_studio
+
+
+async def _relay_with_agent(start_relay, orch, relay_id, role, region, port=None):
+    relay = await start_relay(relay_id, role, port=port, region=region, orchestrator_url=orch.control_url,
+                              credential=orch.credential(relay_id), heartbeat_ms=300)
+    agent = RelayAgent(relay.core, relay.url)
+    agent.start()
+    return relay, agent
+
+
+def _hall(orch, hall_id, **kw):
+    d = HallDaemon(EdgeSettings(hall=hall_id, orchestrator_url=orch.control_url, credential=orch.credential(hall_id),
+                                ice_addresses=["127.0.0.1"], **kw))
+    d.start()
+    return d
+
+
+async def test_programme_crosses_origin_and_regional_relay_to_the_hall(start_orchestrator, start_relay, signer):
+    orch = await start_orchestrator()
+    origin, a1 = await _relay_with_agent(start_relay, orch, "origin-1", "origin", "north")
+    regional, a2 = await _relay_with_agent(start_relay, orch, "south-1", "regional", "south")
+    studio, task = await start_studio(origin.url, signer)
+    hall = _hall(orch, "CT-01")
+    try:
+        await wait_for(lambda: hall.stats().frames_received >= 60, 20, what="hall receiving frames")
+        st = hall.stats()
+        # the hall was placed on the regional relay of its region, which pulls from the origin
+        assert st.relay == "south-1"
+        assert regional.core.sources["programme"].publisher == "upstream"
+        assert len(origin.core.subscribers) == 1  # only the regional relay pulls from the origin
+        assert len(regional.core.subscribers) == 1
+        assert st.frames_received >= st.frames_expected * 0.98
+        # latency comes from the studio's capture clock carried in sender reports
+        await wait_for(lambda: hall.stats().latency_ms_p50 >= 0, 10, what="latency samples")
+        assert 0 <= hall.stats().latency_ms_p50 < 1000
+        # and the orchestrator sees it in the hall's heartbeats
+        async with aiohttp.ClientSession() as http:
+            token = await orch.token(http)
+
+            async def on_air():
+                async with http.get(orch.url + "/api/v1/halls/CT-01", headers={"Authorization": f"Bearer {token}"}) as r:
+                    body = await r.json()
+                    return body["state"] == "on_air" and body["frames_received"] > 0
+
+            await wait_for(on_air, 10, what="hall on air in the API")
+    finally:
+        await hall.stop()
+        studio.stop()
+        await task
+        await a1.stop()
+        await a2.stop()
+
+
+async def test_hall_daemon_reconnects_after_its_relay_restarts(start_orchestrator, start_relay, signer):
+    # One relay only, so the orchestrator has nowhere else to send the hall: the hall must
+    # notice the loss and come back to the same relay once it restarts (the studio republishes).
+    orch = await start_orchestrator()
+    port = free_port()
+    origin, a1 = await _relay_with_agent(start_relay, orch, "origin-1", "origin", "north", port=port)
+    studio, task = await start_studio(origin.url, signer)
+    hall = _hall(orch, "HN-01", stall_s=0.5)
+    try:
+        await wait_for(lambda: hall.stats().frames_received >= 30, 20, what="first frames")
+        await a1.stop()
+        await origin.stop()
+        await wait_for(lambda: hall.stats().state in ("stalled", "connecting"), 5, what="hall notices the loss")
+        before = hall.stats().frames_received
+        origin2, a2 = await _relay_with_agent(start_relay, orch, "origin-1", "origin", "north", port=port)
+        await wait_for(lambda: hall.stats().frames_received >= before + 30, 20, what="frames after the relay restarted")
+        st = hall.stats()
+        assert st.reconnects >= 1 and st.relay == "origin-1"
+        assert st.frames_received >= 0.9 * st.frames_expected
+        await a2.stop()
+    finally:
+        await hall.stop()
+        studio.stop()
+        await task
