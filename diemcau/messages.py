@@ -37,6 +37,12 @@ class HallStats(msgspec.Struct, omit_defaults=True):
 
     state: str = "idle"  # idle | connecting | receiving | stalled
     relay: str = ""
+    backup: str = ""  # relay of the warm standby path
+    backup_state: str = ""  # standby | connecting | idle ...
+    switches: int = 0  # local switches to the standby path
+    frames_missing: int = 0  # origin frames never received (VP8 picture-id gaps)
+    max_freeze_ms: float = 0.0  # longest gap between complete frames since the first
+    gaps: list[list[float]] = []  # recent long gaps: [end unix time, gap ms]
     frames_received: int = 0
     frames_expected: int = 0
     frames_incomplete: int = 0
@@ -96,6 +102,9 @@ class Assign(Msg, tag="assign"):
     whep_url: str  # full WHEP endpoint URL
     token: str
     epoch: int = 0  # increases with each re-plan; stale assignments are ignored
+    backup: str = ""  # node id of the warm standby relay, if any
+    backup_whep_url: str = ""
+    backup_token: str = ""
 
 
 class Unassign(Msg, tag="unassign"):

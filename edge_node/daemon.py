@@ -10,8 +10,8 @@ from diemcau import __version__
 from diemcau import messages as m
 from diemcau.control_client import ControlClient
 from relay.compat import check_aiortc
-from relay.follow import Follower
 from relay.ice import restrict_ice_addresses
+from relay.paths import DualPath
 
 from .settings import EdgeSettings
 from .verify import TrackVerifier
@@ -28,9 +28,11 @@ class HallDaemon:
         self.video: TrackVerifier | None = None
         self.audio: TrackVerifier | None = None
         self.verifiers: dict[str, TrackVerifier] = {}
-        self.follower = Follower(
-            self._sinks, self._on_lost, settings.ice_servers, settings.stall_s, settings.connect_timeout_s
+        self.paths = DualPath(
+            self._sinks, self._on_lost, settings.ice_servers, settings.switch_after_ms / 1000,
+            settings.stall_s, settings.connect_timeout_s, on_switch=self._on_switch,
         )
+        self.switch_log: list[tuple[float, str, str, float]] = []
         self.control = ControlClient(
             settings.orchestrator_url, settings.credential, self._hello, self._heartbeat,
             self._on_message, settings.heartbeat_ms,
@@ -44,13 +46,14 @@ class HallDaemon:
             v = self.verifiers[kind] = TrackVerifier(kind, codec.clockRate, self.s.freeze_ms)
         else:
             v.new_segment()
-        follower = self.follower
-
         def on_packet(packet) -> None:
-            follower.mark_packet()
-            v.on_packet(packet.sequence_number, packet.timestamp, packet.marker, len(packet.payload))
+            v.on_packet(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
 
         return on_packet, v.on_sr
+
+    def _on_switch(self, old: str, new: str, stalled_s: float) -> None:
+        self.switch_log.append((time.time(), old, new, stalled_s))
+        del self.switch_log[:-20]
 
     async def _on_lost(self, upstream: str, reason: str) -> None:
         await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
@@ -58,23 +61,26 @@ class HallDaemon:
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Assign):
             log.info("%s assigned to %s", self.s.hall, msg.upstream)
-            self.follower.assign(msg)
+            self.paths.assign(msg)
 
     def _hello(self) -> m.Hello:
-        a = self.follower.assignment
-        return m.Hello(node=self.s.hall, kind="hall", version=__version__, relay=a.upstream if a else "")
+        return m.Hello(node=self.s.hall, kind="hall", version=__version__, relay=self.paths.active.upstream)
 
     def stats(self) -> m.HallStats:
         v = self.verifiers.get("video")
         a = self.verifiers.get("audio")
-        f = self.follower
-        st = m.HallStats(state=f.state, relay=f.assignment.upstream if f.assignment else "",
-                         reconnects=max(f.connects - 1, 0))
+        f = self.paths.active
+        b = self.paths.backup
+        st = m.HallStats(state=f.state, relay=f.upstream, backup=b.upstream, backup_state=b.state,
+                         reconnects=max(f.connects + b.connects - 1, 0), switches=self.paths.switches)
         if v is not None:
             total = v.packets + v.lost
             st.frames_received = v.frames
             st.frames_expected = v.frames_expected()
             st.frames_incomplete = v.frames_incomplete
+            st.frames_missing = v.frames_missing
+            st.max_freeze_ms = v.max_gap_ms
+            st.gaps = [list(g) for g in v.gaps]
             st.packets_received = v.packets
             st.packets_lost = v.lost
             st.first_frame_at = v.first_frame_at
@@ -96,11 +102,12 @@ class HallDaemon:
         return m.Heartbeat(seq=seq, hall=self.stats())
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self.control.run()), asyncio.ensure_future(self.follower.run())]
+        self._tasks = [asyncio.ensure_future(self.control.run())]
+        self.paths.start()
 
     async def stop(self) -> None:
         self.control.stop()
-        self.follower.stop()
+        await self.paths.stop()
         _, pending = await asyncio.wait(self._tasks, timeout=3.0) if self._tasks else (None, [])
         for t in pending:
             t.cancel()

@@ -1,9 +1,11 @@
 """What a hall really receives: frames, gaps, freezes and capture-to-hall latency, without decoding.
 
 Frames are completed on the RTP marker bit with no sequence gap inside them.
-Latency uses the sender reports that every relay passes through unchanged: the
-studio maps each RTP timestamp to its capture clock, so a hall knows when each
-frame was captured.
+Frame identity comes from the origin: VP8's picture id is set by the studio's
+encoder and passes every relay untouched, so a hall counts exactly which
+programme frames it missed, across path switches. Latency uses the sender
+reports that relays translate but never invent: the studio maps each RTP
+timestamp to its capture clock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections import deque
 from relay.rtp import ntp_to_unix
 
 LATENCY_BUCKETS = 10_000  # 1 ms buckets; anything above lands in the last
+GAP_RECORD_MS = 100.0  # gaps between complete frames longer than this are kept (bounded)
+PID_DISCONTINUITY = 300  # a picture-id jump larger than this is a new source, not a loss
 
 
 class LatencyHistogram:
@@ -24,15 +28,13 @@ class LatencyHistogram:
         self.n = 0
 
     def add(self, ms: float) -> None:
-        i = min(max(int(ms), 0), LATENCY_BUCKETS - 1)
-        self.counts[i] += 1
+        self.counts[min(max(int(ms), 0), LATENCY_BUCKETS - 1)] += 1
         self.n += 1
 
     def percentile(self, q: float) -> float:
         if not self.n:
             return -1.0
-        target = q * self.n
-        acc = 0
+        target, acc = q * self.n, 0
         for i, c in enumerate(self.counts):
             acc += c
             if acc >= target:
@@ -40,8 +42,18 @@ class LatencyHistogram:
         return float(LATENCY_BUCKETS - 1)
 
 
+def vp8_picture_id(payload: bytes) -> int | None:
+    """The 7- or 15-bit picture id of a VP8 RTP payload descriptor, if present."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    b = payload[2]
+    if b & 0x80:
+        return ((b & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
+    return b & 0x7F
+
+
 class TrackVerifier:
-    """Counts one track's packets, losses and (for video) complete frames."""
+    """Counts one track's packets, losses and (for video) complete frames and freezes."""
 
     def __init__(self, kind: str, clock_rate: int, freeze_ms: float = 200.0) -> None:
         self.kind = kind
@@ -52,32 +64,42 @@ class TrackVerifier:
         self.lost = 0
         self.frames = 0
         self.frames_incomplete = 0
+        self.frames_missing = 0  # origin frames never completed here (picture-id gaps)
         self.first_frame_at = 0.0
-        self.first_ts: int | None = None
-        self.last_ts: int | None = None
-        self.frame_deltas: deque[int] = deque(maxlen=64)
+        self.last_packet_at = 0.0
         self.latency = LatencyHistogram()
         self.recent_latency: deque[float] = deque(maxlen=64)
-        self.freezes: deque[float] = deque(maxlen=1000)  # times of freezes
+        self.freezes: deque[float] = deque(maxlen=1000)
+        self.gaps: deque[tuple[float, float]] = deque(maxlen=20)
+        self.max_gap_ms = 0.0
         self.frame_times: deque[float] = deque(maxlen=120)
         self.byte_times: deque[tuple[float, int]] = deque(maxlen=400)
-        self.last_packet_at = 0.0
-        self._ext_ts = 0  # unwrapped timestamp of the last frame
+        # frames expected: picture-id span when the codec has one, else RTP timestamp span
+        self._pid_first: int | None = None
+        self._pid_ext = 0
+        self._pid_last: int | None = None
+        self._pid_expected_done = 0
+        self._ts_first: int | None = None
+        self._ts_last: int | None = None
+        self._ts_ext = 0
+        self._ts_expected_done = 0
+        self._frames_at_segment = 0
+        self.frame_deltas: deque[int] = deque(maxlen=64)
+        # per packet state
         self._last_seq: int | None = None
+        self._late_run = 0
         self._frame_ts: int | None = None
         self._frame_ok = True
+        self._frame_done = True
+        self._frame_pid: int | None = None
         self._last_complete_at = 0.0
         self._sr: tuple[float, int] | None = None  # (capture unix time, rtp ts)
-        self._expected_done = 0  # frames expected in finished segments
-        self._frames_at_segment = 0
-        self._late_run = 0
 
     def new_segment(self) -> None:
-        """A new subscription starts: new sequence and timestamp spaces, same cumulative counts."""
-        self._expected_done += self._segment_expected()
+        """A new path: new sequence and timestamp spaces; picture ids continue (same origin)."""
+        self._ts_expected_done += self._ts_segment_expected()
         self._frames_at_segment = self.frames
-        self.first_ts = None
-        self.last_ts = None
+        self._ts_first = self._ts_last = None
         self._last_seq = None
         self._frame_ts = None
         self._frame_done = True
@@ -89,12 +111,12 @@ class TrackVerifier:
         if ntp:
             self._sr = (ntp_to_unix(ntp), rtp_ts)
 
-    def on_packet(self, seq: int, ts: int, marker: int, size: int) -> None:
+    def on_packet(self, seq: int, ts: int, marker: int, payload: bytes) -> None:
         now = time.time()
         self.packets += 1
-        self.bytes += size
+        self.bytes += len(payload)
         self.last_packet_at = now
-        self.byte_times.append((now, size))
+        self.byte_times.append((now, len(payload)))
         gapped = False
         if self._last_seq is not None:
             gap = (seq - self._last_seq) & 0xFFFF
@@ -110,7 +132,7 @@ class TrackVerifier:
                 gapped = True
         self._last_seq = seq
         if self.kind != "video":
-            self._complete(ts, now, True)
+            self._complete(ts, now, True, None)
             return
         if ts != self._frame_ts:
             if self._frame_ts is not None and not self._frame_done:
@@ -118,15 +140,16 @@ class TrackVerifier:
             self._frame_ts = ts
             self._frame_done = False
             self._frame_ok = not gapped
+            self._frame_pid = vp8_picture_id(payload) if payload[:1] and payload[0] & 0x10 else None
+            if self._frame_pid is None:
+                self._frame_ok = False if gapped else self._frame_ok
         elif gapped:
             self._frame_ok = False
         if marker:
             self._frame_done = True
-            self._complete(ts, now, self._frame_ok)
+            self._complete(ts, now, self._frame_ok, self._frame_pid)
 
-    _frame_done = True
-
-    def _complete(self, ts: int, now: float, ok: bool) -> None:
+    def _complete(self, ts: int, now: float, ok: bool, pid: int | None) -> None:
         if not ok:
             self.frames_incomplete += 1
             return
@@ -135,19 +158,25 @@ class TrackVerifier:
             self.frame_times.append(now)
             if not self.first_frame_at:
                 self.first_frame_at = now
-            if self._last_complete_at and (now - self._last_complete_at) * 1000 > self.freeze_ms:
-                self.freezes.append(now)
+            if self._last_complete_at:
+                gap_ms = (now - self._last_complete_at) * 1000
+                if gap_ms > self.freeze_ms:
+                    self.freezes.append(now)
+                if gap_ms > GAP_RECORD_MS:
+                    self.gaps.append((now, round(gap_ms, 1)))
+                self.max_gap_ms = max(self.max_gap_ms, gap_ms)
             self._last_complete_at = now
-        if self.first_ts is None:
-            self.first_ts = ts
-            self._ext_ts = ts
+            if pid is not None:
+                self._count_pid(pid)
+        if self._ts_first is None:
+            self._ts_first = self._ts_ext = ts
         else:
-            delta = (ts - (self.last_ts or ts)) & 0xFFFFFFFF
+            delta = (ts - (self._ts_last if self._ts_last is not None else ts)) & 0xFFFFFFFF
             if delta < 0x80000000:
-                self._ext_ts += delta
+                self._ts_ext += delta
                 if delta and self.kind == "video":
                     self.frame_deltas.append(delta)
-        self.last_ts = ts
+        self._ts_last = ts
         if self._sr is not None:
             capture_unix, sr_ts = self._sr
             diff = (ts - sr_ts) & 0xFFFFFFFF
@@ -158,18 +187,35 @@ class TrackVerifier:
                 self.latency.add(max(latency_ms, 0.0))
                 self.recent_latency.append(latency_ms)
 
-    def frames_expected(self) -> int:
-        """Frames the studio sent while we were subscribed (from each subscription's ts span)."""
-        return self._expected_done + self._segment_expected()
+    def _count_pid(self, pid: int) -> None:
+        if self._pid_last is None:
+            self._pid_first = self._pid_ext = pid
+        else:
+            step = (pid - self._pid_last) & 0x7FFF
+            if step == 0 or step >= 0x4000:
+                return  # repeated or older frame
+            if step > PID_DISCONTINUITY:  # another encoder (source switch): new span
+                self._pid_expected_done += self._pid_ext - self._pid_first + 1
+                self._pid_first = self._pid_ext = pid
+            else:
+                self.frames_missing += step - 1
+                self._pid_ext += step
+        self._pid_last = pid
 
-    def _segment_expected(self) -> int:
+    def frames_expected(self) -> int:
+        """Programme frames sent while we were receiving (picture ids, else timestamps)."""
+        if self._pid_first is not None:
+            return self._pid_expected_done + self._pid_ext - self._pid_first + 1
+        return self._ts_expected_done + self._ts_segment_expected()
+
+    def _ts_segment_expected(self) -> int:
         seg_frames = self.frames - self._frames_at_segment
-        if self.first_ts is None or not self.frame_deltas:
+        if self._ts_first is None or not self.frame_deltas:
             return seg_frames
         step = sorted(self.frame_deltas)[len(self.frame_deltas) // 2]
         if step <= 0:
             return seg_frames
-        return int(round((self._ext_ts - self.first_ts) / step)) + 1
+        return int(round((self._ts_ext - self._ts_first) / step)) + 1
 
     def fps(self, window: float = 1.0) -> float:
         now = time.time()

@@ -82,66 +82,68 @@ class Planner:
 
     # -- assignments -----------------------------------------------------------------------
 
-    async def _assign(self, node: str, relay: RelayView, reason: str) -> None:
-        epoch = await self.store.set_assignment(node, self.s.stream, relay.id)
-        token = self.signer.mint(node, self.s.stream, "sub", self.s.media_token_ttl_s, aud=relay.id)
-        msg = Assign(
-            stream=self.s.stream,
-            upstream=relay.id,
-            whep_url=f"{relay.url.rstrip('/')}/whep/{self.s.stream}",
-            token=token,
+    def _msg(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int) -> Assign:
+        stream = self.s.stream
+        ttl = self.s.media_token_ttl_s
+        return Assign(
+            stream=stream,
+            upstream=primary.id,
+            whep_url=f"{primary.url.rstrip('/')}/whep/{stream}",
+            token=self.signer.mint(node, stream, "sub", ttl, aud=primary.id),
             epoch=epoch,
+            backup=backup.id if backup else "",
+            backup_whep_url=f"{backup.url.rstrip('/')}/whep/{stream}" if backup else "",
+            backup_token=self.signer.mint(node, stream, "sub", ttl, aud=backup.id) if backup else "",
         )
-        relay.load += 1
-        await self.deliver(node, msg)
-        await self.store.event("assign", node, f"{relay.id} ({reason})")
 
-    async def place_hall(self, hall_id: str, views: list[RelayView], assign: dict, exclude: set[str] = frozenset(), reason: str = "placement") -> bool:
-        hall = self.halls[hall_id]
-        current = assign.get(hall_id)
-        if current:
-            for v in views:
-                if v.id == current["upstream"]:
-                    v.load -= 1
-        relay = choose_hall_relay(hall.region, hall.lat, hall.lon, views, set(exclude))
-        if relay is None:
-            return False
-        await self._assign(hall_id, relay, reason)
-        assign[hall_id] = {"upstream": relay.id}
-        return True
+    def _choose(self, node: str, views: list[RelayView], exclude: set[str]) -> RelayView | None:
+        if node in self.halls:
+            hall = self.halls[node]
+            return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude)
+        me = next((v for v in views if v.id == node), None)
+        return choose_upstream(me, views, exclude) if me is not None else None
 
-    async def place_relay(self, relay_id: str, views: list[RelayView], assign: dict, exclude: set[str] = frozenset(), reason: str = "placement") -> bool:
-        me = next((v for v in views if v.id == relay_id), None)
-        if me is None or me.role == "origin":
+    async def plan(
+        self, node: str, views: list[RelayView], assign: dict, reason: str,
+        exclude: set[str] = frozenset(), primary_id: str | None = None,
+    ) -> bool:
+        """Give `node` a primary and a warm backup on another relay, and tell it."""
+        if node not in self.halls:
+            me = next((v for v in views if v.id == node), None)
+            if me is None or me.role == "origin":
+                return False
+        by_id = {v.id: v for v in views}
+        current = assign.get(node)
+        if current and current.get("upstream") in by_id:
+            by_id[current["upstream"]].load -= 1
+        exclude = set(exclude)
+        primary = by_id.get(primary_id) if primary_id else None
+        if primary is not None and (not primary.alive or primary.id in exclude):
+            primary = None
+        if primary is None:
+            primary = self._choose(node, views, exclude)
+        if primary is None:
+            primary = self._choose(node, views, set())  # nothing else: retry what is there
+        if primary is None:
             return False
-        current = assign.get(relay_id)
-        if current:
-            for v in views:
-                if v.id == current["upstream"]:
-                    v.load -= 1
-        up = choose_upstream(me, views, set(exclude))
-        if up is None:
-            return False
-        await self._assign(relay_id, up, reason)
-        assign[relay_id] = {"upstream": up.id}
+        backup = self._choose(node, views, exclude | {primary.id})
+        epoch = await self.store.set_assignment(node, self.s.stream, primary.id, backup.id if backup else "")
+        primary.load += 1
+        assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "", "epoch": epoch}
+        await self.deliver(node, self._msg(node, primary, backup, epoch))
+        await self.store.event("assign", node, f"{primary.id} (backup {backup.id if backup else 'none'}; {reason})")
         return True
 
     async def resend(self, node: str, assignment: dict, views: list[RelayView]) -> bool:
-        """Re-send a node its current assignment with a fresh token (it reconnected)."""
-        relay = next((v for v in views if v.id == assignment["upstream"] and v.alive), None)
-        if relay is None:
+        """Re-send a node its current assignment with fresh tokens (it reconnected)."""
+        by_id = {v.id: v for v in views if v.alive}
+        primary = by_id.get(assignment["upstream"])
+        if primary is None:
             return False
-        token = self.signer.mint(node, assignment["stream"], "sub", self.s.media_token_ttl_s, aud=relay.id)
-        return await self.deliver(
-            node,
-            Assign(
-                stream=assignment["stream"],
-                upstream=relay.id,
-                whep_url=f"{relay.url.rstrip('/')}/whep/{assignment['stream']}",
-                token=token,
-                epoch=int(assignment.get("epoch", 0)),
-            ),
-        )
+        backup = by_id.get(assignment.get("backup", ""))
+        if backup is None and assignment.get("backup"):
+            return False  # the backup died: re-plan instead
+        return await self.deliver(node, self._msg(node, primary, backup, int(assignment.get("epoch", 0))))
 
     # -- events from nodes -------------------------------------------------------------------
 
@@ -152,10 +154,11 @@ class Planner:
             if current and await self.resend(node, current, views):
                 return
             if kind == "hall" and node in self.halls:
-                await self.place_hall(node, views, assign)
+                await self.plan(node, views, assign, "registered",
+                                primary_id=current.get("upstream") if current else None)
             elif kind == "relay":
                 self.dead.discard(node)
-                await self.place_relay(node, views, assign)
+                await self.plan(node, views, assign, "registered")
                 await self._place_waiting(views, assign)
 
     async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
@@ -165,17 +168,17 @@ class Planner:
         await self.store.event("media_lost", node, f"from {upstream}: {reason}")
         async with self._lock:
             views, assign = await self.relay_views()
-            current = assign.get(node)
-            move = len(hist) >= MEDIA_LOST_MOVE_AFTER or not any(v.id == upstream and v.alive for v in views)
-            if current and not move and await self.resend(node, current, views):
-                return
-            self._lost[node] = []
-            exclude = {upstream} if move else set()
-            if node in self.halls:
-                if not await self.place_hall(node, views, assign, exclude, reason="media lost"):
-                    await self.place_hall(node, views, assign, reason="media lost")
+            a = assign.get(node) or {}
+            if upstream == a.get("upstream"):
+                # The node has switched to its standby by itself (or has none): that is the primary now.
+                await self.plan(node, views, assign, f"lost {upstream}", exclude={upstream},
+                                primary_id=a.get("backup") or None)
+            elif upstream and upstream == a.get("backup"):
+                await self.plan(node, views, assign, f"standby {upstream} lost", exclude={upstream},
+                                primary_id=a.get("upstream"))
             else:
-                await self.place_relay(node, views, assign, exclude, reason="media lost")
+                await self.plan(node, views, assign, f"lost {upstream or 'path'}",
+                                primary_id=a.get("upstream") or None)
 
     # -- the sweep ---------------------------------------------------------------------------
 
@@ -193,23 +196,34 @@ class Planner:
                 self.replans += 1
                 for node, a in list(assign.items()):
                     if a["upstream"] in newly:
-                        if node in self.halls:
-                            await self.place_hall(node, views, assign, newly, reason=f"{a['upstream']} died")
-                        else:
-                            await self.place_relay(node, views, assign, newly, reason=f"{a['upstream']} died")
+                        # its standby is (or becomes) the primary; a new standby elsewhere
+                        backup = a.get("backup") if a.get("backup") not in newly else None
+                        await self.plan(node, views, assign, f"{a['upstream']} died", newly, primary_id=backup)
+                    elif a.get("backup") in newly:
+                        await self.plan(node, views, assign, f"standby {a['backup']} died", newly,
+                                        primary_id=a["upstream"])
             await self._place_waiting(views, assign)
 
     async def _place_waiting(self, views: list[RelayView], assign: dict) -> None:
-        """Connected nodes with no live assignment (e.g. halls that came before any relay)."""
+        """Connected nodes without a live primary, or without a live standby that could have one."""
         conn = await self.store.connected()
         nodes = await self.store.nodes()
+        stats = await self.store.stats()
         alive = {v.id for v in views if v.alive}
+        role = {v.id: v.role for v in views}
         for node in sorted(conn):
-            a = assign.get(node)
-            if a and a["upstream"] in alive:
+            info = nodes.get(node, {})
+            if not ((info.get("kind") == "hall" and node in self.halls) or
+                    (info.get("kind") == "relay" and info.get("role") == "regional")):
                 continue
-            kind = nodes.get(node, {}).get("kind")
-            if kind == "hall" and node in self.halls:
-                await self.place_hall(node, views, assign, reason="waiting")
-            elif kind == "relay" and nodes[node].get("role") == "regional":
-                await self.place_relay(node, views, assign, reason="waiting")
+            a = assign.get(node)
+            if not a or a["upstream"] not in alive:
+                await self.plan(node, views, assign, "waiting")
+            elif a.get("backup") and a["backup"] not in alive:
+                await self.plan(node, views, assign, "standby missing", primary_id=a["upstream"])
+            elif not a.get("backup") and self._choose(node, views, {a["upstream"]}) is not None:
+                await self.plan(node, views, assign, "adding a standby", primary_id=a["upstream"])
+            elif (node in self.halls and role.get(a["upstream"]) == "origin" and role.get(a.get("backup")) == "regional"
+                  and stats.get(node, {}).get("backup_state") == "standby"):
+                # placed on an origin while no regional relay was up: move over, make-before-break
+                await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"])

@@ -89,10 +89,11 @@ class Store:
         raw = await self.r.hgetall(self.k("assign"))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    async def set_assignment(self, node: str, stream: str, upstream: str) -> int:
+    async def set_assignment(self, node: str, stream: str, upstream: str, backup: str = "") -> int:
         epoch = await self.r.incr(self.k("epoch"))
         await self.r.hset(
-            self.k("assign"), node, json.dumps({"stream": stream, "upstream": upstream, "epoch": epoch})
+            self.k("assign"), node,
+            json.dumps({"stream": stream, "upstream": upstream, "backup": backup, "epoch": epoch}),
         )
         return int(epoch)
 

@@ -82,11 +82,13 @@ class WhepSubscriber:
         sinks: SinkFactory,
         ice_servers: list[str] | None = None,
         kinds: tuple[str, ...] = ("audio", "video"),
+        standby: bool = False,
     ) -> None:
         self.url = url
         self.token = token
         self.sinks = sinks
         self.kinds = kinds
+        self.standby = standby
         self.pc = new_peer_connection(ice_servers)
         self.inputs: dict[str, RtpInput] = {}
         self.resource: str | None = None
@@ -96,7 +98,8 @@ class WhepSubscriber:
         for kind in self.kinds:
             pc.addTransceiver(kind, direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
-        answer, self.resource = await _exchange(http, self.url, self.token, pc.localDescription.sdp, timeout_s)
+        url = self.url + ("&" if "?" in self.url else "?") + "standby=1" if self.standby else self.url
+        answer, self.resource = await _exchange(http, url, self.token, pc.localDescription.sdp, timeout_s)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except Exception as exc:
@@ -109,6 +112,24 @@ class WhepSubscriber:
             self.inputs[t.kind] = RtpInput(t.receiver, t.kind, sink, on_sr)
         if not await wait_connected(pc, timeout_s):
             raise SignallingError(0, f"ICE/DTLS to {self.url} did not complete in {timeout_s:.0f} s")
+
+    async def set_active(self, http: aiohttp.ClientSession, active: bool, timeout_s: float = 2.0) -> None:
+        """Wake (or park) a standby path through the WHEP layer extension."""
+        if not self.resource:
+            raise SignallingError(0, "not connected")
+        try:
+            async with http.post(
+                self.resource + "/layer", json={"active": active},
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    raise SignallingError(resp.status, (await resp.text())[:200])
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise SignallingError(0, f"cannot reach {self.resource}: {exc}") from None
+        self.standby = not active
+        if active:
+            await self.request_keyframe()
 
     async def request_keyframe(self) -> None:
         inp = self.inputs.get("video")

@@ -18,6 +18,7 @@ class DownTrack(RtpFeedback):
         self.up = up
         self.output = output
         self.started = False
+        self.paused = False  # a warm standby path: connected, forwarding nothing until resumed
         self.seq_offset = 0
         self.ts_offset = 0
         self.last_seq = random.randrange(0, 32768)  # out seq of the last packet sent
@@ -32,6 +33,8 @@ class DownTrack(RtpFeedback):
         output.feedback = self
 
     def write(self, seq: int, ts: int, marker: int, payload: bytes, keyframe: bool) -> None:
+        if self.paused:
+            return
         if not self.started:
             if not keyframe or not self.output.ready:
                 now = time.monotonic()
@@ -65,6 +68,17 @@ class DownTrack(RtpFeedback):
             self.up.waiting += 1
             self._waiting_since = time.monotonic()
 
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """Start forwarding (a standby path becomes active): from the next keyframe, asked for now."""
+        if not self.paused:
+            return
+        self.paused = False
+        self._waiting_since = time.monotonic()
+        self.up.request_keyframe()
+
     def on_upstream_sr(self, ntp: int, rtp_ts: int) -> None:
         if self.started:
             self.output.set_sr_mapping(ntp, (rtp_ts + self.ts_offset) & 0xFFFFFFFF)
@@ -72,6 +86,8 @@ class DownTrack(RtpFeedback):
     # -- feedback from the subscriber ----------------------------------------------------
 
     def on_keyframe_request(self) -> None:
+        if self.paused:
+            return
         self.keyframe_requests += 1
         self.up.request_keyframe()
 

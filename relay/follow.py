@@ -34,7 +34,13 @@ class Follower:
         stall_s: float = 2.0,
         connect_timeout_s: float = 10.0,
         on_connected: Callable[[WhepSubscriber], None] | None = None,
+        standby: bool = False,
+        standby_stall_s: float = 3.5,
+        name: str = "",
     ) -> None:
+        self.standby = standby  # a warm path: connected, media parked at the relay
+        self.standby_stall_s = standby_stall_s  # no sender report this long: the standby is dead
+        self.name = name
         self.sinks = sinks
         self.on_lost = on_lost
         self.ice_servers = ice_servers or []
@@ -49,12 +55,45 @@ class Follower:
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_packet = 0.0
+        self._last_rtcp = 0.0
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def upstream(self) -> str:
+        return self.assignment.upstream if self.assignment else ""
+
+    @property
+    def ready(self) -> bool:
+        """Connected (receiving, or parked as a standby) and not known to be failing."""
+        return self.sub is not None and self.state in ("receiving", "standby")
+
+    def mark_rtcp(self) -> None:
+        self._last_rtcp = time.monotonic()
+
+    @property
+    def last_packet_age(self) -> float:
+        return time.monotonic() - self._last_packet
+
+    async def activate(self) -> bool:
+        """Turn this standby path into the active one; False if the relay did not answer."""
+        sub, http = self.sub, self._http
+        if sub is None or http is None:
+            return False
+        self.standby = False
+        self._last_packet = time.monotonic()
+        try:
+            await sub.set_active(http, True)
+        except SignallingError as exc:
+            log.warning("activating standby %s failed: %s", self.upstream, exc)
+            return False
+        self.state = "receiving"
+        return True
 
     def assign(self, msg: Assign) -> None:
         cur = self.assignment
         if cur is not None and msg.epoch and cur.epoch and msg.epoch < cur.epoch:
             return  # stale re-plan
-        same = cur is not None and cur.whep_url == msg.whep_url and self.state == "receiving"
+        same = cur is not None and cur.whep_url == msg.whep_url and self.state in ("receiving", "standby")
         self.assignment = msg
         if not same:
             self._changed.set()
@@ -69,6 +108,7 @@ class Follower:
     async def run(self) -> None:
         backoff = 0.1
         async with aiohttp.ClientSession() as http:
+            self._http = http
             try:
                 while not self._stop.is_set():
                     if self.assignment is None:
@@ -78,7 +118,7 @@ class Follower:
                     a = self.assignment
                     self._changed.clear()
                     self.state = "connecting"
-                    sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers)
+                    sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers, standby=self.standby)
                     try:
                         await sub.connect(http, self.connect_timeout_s)
                     except SignallingError as exc:
@@ -92,8 +132,8 @@ class Follower:
                         continue
                     self.sub = sub
                     self.connects += 1
-                    self._last_packet = time.monotonic()
-                    self.state = "receiving"
+                    self._last_packet = self._last_rtcp = time.monotonic()
+                    self.state = "standby" if self.standby else "receiving"
                     if self.on_connected is not None:
                         self.on_connected(sub)
                     backoff = 0.1
@@ -116,7 +156,11 @@ class Follower:
                 return ""
             if sub.pc.connectionState in ("failed", "closed"):
                 return f"connection {sub.pc.connectionState}"
-            if time.monotonic() - self._last_packet > self.stall_s:
+            now = time.monotonic()
+            if self.standby:
+                if now - self._last_rtcp > self.standby_stall_s:
+                    return f"standby path silent for {self.standby_stall_s:.1f} s"
+            elif now - self._last_packet > self.stall_s:
                 return f"no media for {self.stall_s:.1f} s"
             try:
                 await asyncio.wait_for(self._changed.wait(), 0.1)

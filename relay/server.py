@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 
@@ -146,7 +147,8 @@ class RelayCore:
             raise _Rejected(503, "relay is at capacity", retry_after="2")
         session = SubscribeSession(src, claims.sub, self.settings.ice_servers)
         try:
-            answer = await session.accept(text, [m.kind for m in offer.media])
+            standby = request.query.get("standby", "") in ("1", "true")
+            answer = await session.accept(text, [m.kind for m in offer.media], standby=standby)
         except SessionError as exc:
             await session.close()
             raise _Rejected(exc.status, exc.reason) from None
@@ -170,6 +172,26 @@ class RelayCore:
         del table[session.id]
         await session.close()
         return web.Response(status=200)
+
+    async def whep_layer(self, request: web.Request) -> web.Response:
+        """WHEP layer extension: {"active": bool} wakes or parks a standby path."""
+        stream = self._stream_name(request)
+        claims = self._authorize(request, stream, "sub")
+        session = self.subscribers.get(request.match_info["session"])
+        if session is None or session.source.name != stream:
+            raise _Rejected(404, "no such session")
+        if session.subject != claims.sub:
+            raise _Rejected(403, "session belongs to another subject")
+        if request.content_type != "application/json":
+            raise _Rejected(415, "send JSON with Content-Type: application/json")
+        try:
+            body = json.loads(await request.content.read(4096))
+        except ValueError:
+            raise _Rejected(400, "body is not valid JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+            raise _Rejected(422, 'body must be {"active": true|false}')
+        session.set_active(body["active"])
+        return web.json_response({"active": session.active})
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         return await self._delete(request, self.publishers, "pub")
@@ -227,4 +249,5 @@ def add_routes(app: web.Application, core: RelayCore) -> None:
     r.add_post("/whep/{stream}", core.whep_post)
     r.add_delete("/whep/{stream}/{session}", core.whep_delete)
     r.add_patch("/whep/{stream}/{session}", core.patch)
+    r.add_post("/whep/{stream}/{session}/layer", core.whep_layer)
     r.add_route("OPTIONS", "/whep/{stream}", core.options)

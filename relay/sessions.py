@@ -83,7 +83,7 @@ class SubscribeSession:
         self.downtracks: list[DownTrack] = []
         self.created_at = time.time()
 
-    async def accept(self, offer_sdp: str, offered_kinds: list[str]) -> str:
+    async def accept(self, offer_sdp: str, offered_kinds: list[str], standby: bool = False) -> str:
         pc = self.pc
         wanted = [k for k in ("audio", "video") if k in offered_kinds and k in self.source.tracks]
         if not wanted:
@@ -108,15 +108,28 @@ class SubscribeSession:
         for kind, t in pre.items():
             up = self.source.tracks[kind]
             dt = DownTrack(up, RtpOutput(t, kind))
+            dt.paused = standby
             up.attach(dt)
             self.downtracks.append(dt)
         asyncio.ensure_future(self._request_keyframe_when_connected())
         return pc.localDescription.sdp
 
+    @property
+    def active(self) -> bool:
+        return not any(dt.paused for dt in self.downtracks)
+
+    def set_active(self, active: bool) -> None:
+        for dt in self.downtracks:
+            if active:
+                dt.resume()
+            else:
+                dt.pause()
+
     async def _request_keyframe_when_connected(self) -> None:
         if await wait_connected(self.pc, 30.0):
             for dt in self.downtracks:
-                dt.up.request_keyframe()
+                if not dt.paused:
+                    dt.up.request_keyframe()
 
     async def close(self) -> None:
         for dt in self.downtracks:

@@ -84,7 +84,8 @@ class UpTrack:
         self.downtracks.append(downtrack)
         if not downtrack.started:
             self.waiting += 1
-        self.request_keyframe()
+        if not downtrack.paused:
+            self.request_keyframe()
 
     def detach(self, downtrack) -> None:
         if downtrack in self.downtracks:

@@ -39,7 +39,11 @@ async def test_programme_crosses_origin_and_regional_relay_to_the_hall(start_orc
         # the hall was placed on the regional relay of its region, which pulls from the origin
         assert st.relay == "south-1"
         assert regional.core.sources["programme"].publisher == "upstream"
-        assert len(origin.core.subscribers) == 1  # only the regional relay pulls from the origin
+        # media flows origin -> regional -> hall; the hall's warm standby on the origin is parked
+        await wait_for(lambda: hall.stats().backup_state == "standby", 10, what="warm standby")
+        active = {s.subject for s in origin.core.subscribers.values() if s.active}
+        parked = {s.subject for s in origin.core.subscribers.values() if not s.active}
+        assert active == {"south-1"} and parked == {"CT-01"}
         assert len(regional.core.subscribers) == 1
         assert st.frames_received >= st.frames_expected * 0.98
         # latency comes from the studio's capture clock carried in sender reports

@@ -1,0 +1,188 @@
+"""A primary path and a warm standby path to the same stream, with a local switch on stall.
+
+Halls and regional relays keep two WHEP subscriptions: the primary carries the
+media, the standby is connected (ICE and DTLS done) with media parked at its
+relay. When the primary has delivered nothing for `switch_after_s`, the standby
+is woken (one HTTP call plus a keyframe request) without waiting for the
+control plane, which is told afterwards and assigns a new standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from diemcau.messages import Assign
+
+from .follow import Follower
+
+log = logging.getLogger(__name__)
+
+# (kind, codec) -> (on_packet, on_sr) for the path that just became active
+OpenSink = Callable[[str, object], tuple[Callable, Callable | None]]
+OnLost = Callable[[str, str], Awaitable[None]]
+OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, stalled seconds)
+
+WATCH_INTERVAL_S = 0.02
+
+
+class DualPath:
+    def __init__(
+        self,
+        open_sink: OpenSink,
+        on_lost: OnLost,
+        ice_servers: list[str] | None = None,
+        switch_after_s: float = 0.15,
+        stall_s: float = 1.0,
+        connect_timeout_s: float = 10.0,
+        on_switch: OnSwitch | None = None,
+        on_active: Callable[[Follower], None] | None = None,
+    ) -> None:
+        self.open_sink = open_sink
+        self.on_lost = on_lost
+        self.on_switch = on_switch
+        self.on_active = on_active
+        self.switch_after_s = switch_after_s
+        self.ice_servers = ice_servers or []
+        self.stall_s = stall_s
+        self.connect_timeout_s = connect_timeout_s
+        self.active = self._follower(standby=False, name="a")
+        self.backup = self._follower(standby=True, name="b")
+        self.switches = 0
+        self.last_switch_ms = 0.0
+        self._sinks: dict[int, dict[str, tuple]] = {}  # id(follower) -> kind -> (on_packet, on_sr)
+        self._codecs: dict[int, dict[str, object]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._switching = False
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def _follower(self, standby: bool, name: str) -> Follower:
+        holder: dict = {}
+
+        def sinks(kind, codec):
+            f = holder["f"]
+            self._codecs.setdefault(id(f), {})[kind] = codec
+            if f is self.active:
+                self._sinks.setdefault(id(f), {})[kind] = self.open_sink(kind, codec)
+
+            def on_packet(packet, _f=f, _kind=kind):
+                _f.mark_packet()
+                if _f is self.active:
+                    sink = self._sinks.get(id(_f), {}).get(_kind)
+                    if sink is not None:
+                        sink[0](packet)
+
+            def on_sr(ntp, rtp_ts, _f=f, _kind=kind):
+                _f.mark_rtcp()
+                if _f is self.active:
+                    sink = self._sinks.get(id(_f), {}).get(_kind)
+                    if sink is not None and sink[1] is not None:
+                        sink[1](ntp, rtp_ts)
+
+            return on_packet, on_sr
+
+        def on_connected(sub) -> None:
+            if holder["f"] is self.active and self.on_active is not None:
+                self.on_active(holder["f"])
+
+        async def on_lost(upstream: str, reason: str) -> None:
+            f = holder["f"]
+            if f is self.active and self.backup.ready and not self._switching:
+                await self.switch(f"{reason}")
+                return
+            await self.on_lost(upstream, reason)
+
+        f = Follower(sinks, on_lost, self.ice_servers, self.stall_s, self.connect_timeout_s,
+                     on_connected, standby=standby, name=name)
+        holder["f"] = f
+        return f
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.ensure_future(self.active.run()),
+            asyncio.ensure_future(self.backup.run()),
+            asyncio.ensure_future(self._watch()),
+        ]
+
+    async def stop(self) -> None:
+        self.active.stop()
+        self.backup.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=3.0)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- assignments ---------------------------------------------------------------------------
+
+    def assign(self, msg: Assign) -> None:
+        """Follow the orchestrator's plan, keeping whichever path already carries the primary."""
+        primary = Assign(stream=msg.stream, upstream=msg.upstream, whep_url=msg.whep_url, token=msg.token, epoch=msg.epoch)
+        backup = None
+        if msg.backup:
+            backup = Assign(stream=msg.stream, upstream=msg.backup, whep_url=msg.backup_whep_url,
+                            token=msg.backup_token, epoch=msg.epoch)
+        if self.active.upstream == msg.upstream or not self.active.upstream:
+            self.active.assign(primary)
+        elif self.backup.upstream == msg.upstream and self.backup.ready:
+            # the plan says our standby is now primary: switch make-before-break
+            asyncio.ensure_future(self.switch("re-planned"))
+            self.backup.assign(primary)
+            if backup is not None:
+                asyncio.ensure_future(self._assign_after_switch(backup))
+            return
+        else:
+            self.active.assign(primary)
+        if backup is not None:
+            self.backup.assign(backup)
+
+    async def _assign_after_switch(self, backup: Assign) -> None:
+        while self._switching:
+            await asyncio.sleep(0.01)
+        self.backup.assign(backup)
+
+    # -- switching -------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            a = self.active
+            if self._switching or a.state not in ("receiving", "stalled", "connecting"):
+                continue
+            if a.sub is not None and a.last_packet_age > self.switch_after_s and self.backup.ready:
+                await self.switch(f"no media for {a.last_packet_age * 1000:.0f} ms")
+
+    async def switch(self, reason: str) -> bool:
+        """Make the standby the active path; the old active is dropped and reported lost."""
+        if self._switching or not self.backup.ready:
+            return False
+        self._switching = True
+        try:
+            old, new = self.active, self.backup
+            stalled = old.last_packet_age
+            t0 = time.monotonic()
+            # Route the new path's packets from now on, then wake it at its relay.
+            self.active, self.backup = new, old
+            self._sinks[id(new)] = {k: self.open_sink(k, c) for k, c in self._codecs.get(id(new), {}).items()}
+            if not await new.activate():
+                self.active, self.backup = old, new
+                return False
+            if self.on_active is not None:
+                self.on_active(new)
+            self.switches += 1
+            self.last_switch_ms = (time.monotonic() - t0) * 1000
+            log.warning("switched from %s to %s after %.0f ms (%s)", old.upstream, new.upstream, stalled * 1000, reason)
+            if self.on_switch is not None:
+                self.on_switch(old.upstream, new.upstream, stalled)
+            lost = old.upstream
+            # The old path becomes the standby slot; it is re-pointed when a new backup is assigned.
+            old.standby = True
+            old.assignment = None
+            old._changed.set()
+            await self.on_lost(lost, reason)
+            return True
+        finally:
+            self._switching = False
