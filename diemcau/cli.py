@@ -194,6 +194,12 @@ def _demo(args: argparse.Namespace) -> None:
     sys.exit(run_demo(args))
 
 
+def _drill(args: argparse.Namespace) -> None:
+    from diemcau.drill import run_drill
+
+    sys.exit(run_drill(args))
+
+
 def _check(args: argparse.Namespace) -> None:
     from diemcau.topology import load_profile, load_topology
     from relay.compat import check_aiortc
@@ -251,6 +257,17 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--height", type=int, default=360)
     d.add_argument("--keep", action="store_true", help="keep the logs and work directory")
     d.set_defaults(fn=_demo)
+
+    dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")
+    dr.add_argument("kind", choices=["kill-relay", "kill-origin"])
+    dr.add_argument("--report")
+    dr.add_argument("--edges", type=int, default=70)
+    dr.add_argument("--profile", default="local")
+    dr.add_argument("--fps", type=int, default=30)
+    dr.add_argument("--width", type=int, default=640)
+    dr.add_argument("--height", type=int, default=360)
+    dr.add_argument("--ready-timeout", type=float, default=120.0)
+    dr.set_defaults(fn=_drill)
 
     c = sub.add_parser("check", help="check aiortc internals, topology and profile")
     c.add_argument("--topology")

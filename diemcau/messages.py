@@ -70,6 +70,8 @@ class RelayStats(msgspec.Struct, omit_defaults=True):
     keyframe_requests_up: int = 0
     upstream: str = ""
     upstream_state: str = ""
+    upstream_backup: str = ""
+    upstream_backup_state: str = ""
     cpu_pct: float = 0.0
 
 

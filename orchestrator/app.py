@@ -171,20 +171,18 @@ async def _every(interval_ms: int, fn, name: str) -> None:
 
 
 async def _leader_loop(state: State) -> None:
+    """Renew the lease on its own timer: a slow sweep must never cost the lease."""
     s = state.settings
-    renew_every = max(s.leader_lease_ms // 3, 100)
-    last_renew = 0.0
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            now = loop.time()
-            if now - last_renew >= renew_every / 1000:
-                await state.leadership.tick()
-                last_renew = now
-            if state.leadership.is_leader:
-                await state.planner.sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("leader loop failed; retrying")
-        await asyncio.sleep(s.sweep_interval_ms / 1000)
+    renew = asyncio.ensure_future(_every(max(s.leader_lease_ms // 3, 100), state.leadership.tick, "lease"))
+    try:
+        while True:
+            try:
+                if state.leadership.is_leader:
+                    await state.planner.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("leader loop failed; retrying")
+            await asyncio.sleep(s.sweep_interval_ms / 1000)
+    finally:
+        renew.cancel()

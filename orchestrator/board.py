@@ -60,7 +60,7 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
             continue
         st = stats.get(node, {})
         age = now - seen.get(node, 0)
-        alive = (node in conn and age < 3 * settings.relay_heartbeat_ms) or age < settings.relay_dead_after_ms
+        alive = (node in conn and age < 5 * settings.relay_heartbeat_ms) or age < settings.relay_dead_after_ms
         relay_rows.append(
             {
                 "id": node,

@@ -62,7 +62,7 @@ class Planner:
             if info.get("kind") != "relay":
                 continue
             age = now - seen.get(node, 0)
-            hb_limit = 3 * self.s.relay_heartbeat_ms
+            hb_limit = 5 * self.s.relay_heartbeat_ms  # connected but silent this long: hung
             alive = (node in conn and age < hb_limit) or (node not in conn and age < self.s.relay_dead_after_ms)
             inv = self.inventory.get(node)
             views.append(
@@ -105,7 +105,7 @@ class Planner:
 
     async def plan(
         self, node: str, views: list[RelayView], assign: dict, reason: str,
-        exclude: set[str] = frozenset(), primary_id: str | None = None,
+        exclude: set[str] = frozenset(), primary_id: str | None = None, backup_id: str | None = None,
     ) -> bool:
         """Give `node` a primary and a warm backup on another relay, and tell it."""
         if node not in self.halls:
@@ -126,11 +126,16 @@ class Planner:
             primary = self._choose(node, views, set())  # nothing else: retry what is there
         if primary is None:
             return False
-        backup = self._choose(node, views, exclude | {primary.id})
+        backup = by_id.get(backup_id) if backup_id else None
+        if backup is not None and (not backup.alive or backup.id in exclude or backup.id == primary.id):
+            backup = None
+        if backup is None:
+            backup = self._choose(node, views, exclude | {primary.id})
         epoch = await self.store.set_assignment(node, self.s.stream, primary.id, backup.id if backup else "")
         primary.load += 1
         assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "", "epoch": epoch}
         await self.deliver(node, self._msg(node, primary, backup, epoch))
+        log.info("plan %s: %s, standby %s (%s)", node, primary.id, backup.id if backup else "none", reason)
         await self.store.event("assign", node, f"{primary.id} (backup {backup.id if backup else 'none'}; {reason})")
         return True
 
@@ -171,8 +176,15 @@ class Planner:
             a = assign.get(node) or {}
             if upstream == a.get("upstream"):
                 # The node has switched to its standby by itself (or has none): that is the primary now.
-                await self.plan(node, views, assign, f"lost {upstream}", exclude={upstream},
-                                primary_id=a.get("backup") or None)
+                # If the old primary's relay is still alive (a hiccup, a partition), the node keeps it
+                # parked as its standby; otherwise a new standby elsewhere.
+                alive = any(v.id == upstream and v.alive for v in views)
+                if a.get("backup") and alive:
+                    await self.plan(node, views, assign, f"switched from {upstream}",
+                                    primary_id=a["backup"], backup_id=upstream)
+                else:
+                    await self.plan(node, views, assign, f"lost {upstream}", exclude={upstream},
+                                    primary_id=a.get("backup") or None)
             elif upstream and upstream == a.get("backup"):
                 await self.plan(node, views, assign, f"standby {upstream} lost", exclude={upstream},
                                 primary_id=a.get("upstream"))

@@ -9,7 +9,7 @@ from diemcau import __version__
 from diemcau import messages as m
 from diemcau.control_client import ControlClient
 
-from .follow import Follower
+from .paths import DualPath
 from .server import RelayCore
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ class RelayAgent:
         self.core = core
         self.s = core.settings
         self.public_url = public_url
-        self.followers: dict[str, Follower] = {}
+        self.followers: dict[str, DualPath] = {}
         self._tasks: list[asyncio.Task] = []
         self.control = ControlClient(
             self.s.orchestrator_url, self.s.credential, self._hello, self._heartbeat,
@@ -33,7 +33,7 @@ class RelayAgent:
     async def stop(self) -> None:
         self.control.stop()
         for f in self.followers.values():
-            f.stop()
+            await f.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
             for t in pending:
@@ -51,49 +51,45 @@ class RelayAgent:
         f = next(iter(self.followers.values()), None)
         return m.Heartbeat(seq=seq, relay=m.RelayStats(
             **st,
-            upstream=f.assignment.upstream if f and f.assignment else "",
-            upstream_state=f.state if f else "",
+            upstream=f.active.upstream if f else "",
+            upstream_state=f.active.state if f else "",
+            upstream_backup=f.backup.upstream if f else "",
+            upstream_backup_state=f.backup.state if f else "",
         ))
 
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Assign):
             f = self.followers.get(msg.stream)
             if f is None:
-                f = self.followers[msg.stream] = self._follower(msg.stream)
-                self._tasks.append(asyncio.ensure_future(f.run()))
+                f = self.followers[msg.stream] = self._paths(msg.stream)
+                f.start()
             self.core.expected.add(msg.stream)
             f.assign(msg)
         elif isinstance(msg, m.Unassign):
             f = self.followers.pop(msg.stream, None)
             if f is not None:
-                f.stop()
+                await f.stop()
             self.core.expected.discard(msg.stream)
 
-    def _follower(self, stream: str) -> Follower:
+    def _paths(self, stream: str) -> DualPath:
+        """Primary and warm standby upstream for one stream; the active one feeds the Source."""
         src = self.core.source(stream, create=True)
         assert src is not None
-        holder: dict = {}
 
-        def sinks(kind, codec):
+        def open_sink(kind, codec):
             up = src.track_for(kind, codec)
             up.new_upstream()
+            return up.on_packet, up.on_sr
 
-            def on_packet(packet, _up=up):
-                follower.mark_packet()
-                _up.on_packet(packet)
-
-            holder[kind] = up
-            return on_packet, up.on_sr
-
-        def on_connected(sub) -> None:
-            for kind, up in holder.items():
-                if kind == "video":
-                    up.set_keyframe_requester(sub.request_keyframe)
+        def on_active(follower) -> None:
+            up = src.tracks.get("video")
+            if up is not None and follower.sub is not None:
+                up.set_keyframe_requester(follower.sub.request_keyframe)
+                up.request_keyframe()
             src.publisher = "upstream"
 
         async def on_lost(upstream: str, reason: str) -> None:
             await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
 
-        follower = Follower(sinks, on_lost, self.s.ice_servers, self.s.upstream_stall_s,
-                            self.s.connect_timeout_s, on_connected)
-        return follower
+        return DualPath(open_sink, on_lost, self.s.ice_servers, self.s.switch_after_ms / 1000,
+                        self.s.upstream_stall_s, self.s.connect_timeout_s, on_active=on_active)

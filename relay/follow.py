@@ -23,6 +23,8 @@ from .client import SignallingError, SinkFactory, WhepSubscriber
 log = logging.getLogger(__name__)
 
 OnLost = Callable[[str, str], Awaitable[None]]  # (upstream id, reason)
+WATCH_INTERVAL_S = 0.1
+REPORT_MIN_INTERVAL_S = 2.0  # failed subscribe attempts are reported to the control plane at most this often  # path health checks (the fast stall switch is DualPath's timer)
 
 
 class Follower:
@@ -56,6 +58,7 @@ class Follower:
         self._stop = asyncio.Event()
         self._last_packet = 0.0
         self._last_rtcp = 0.0
+        self._last_report = 0.0
         self._http: aiohttp.ClientSession | None = None
 
     @property
@@ -65,7 +68,7 @@ class Follower:
     @property
     def ready(self) -> bool:
         """Connected (receiving, or parked as a standby) and not known to be failing."""
-        return self.sub is not None and self.state in ("receiving", "standby")
+        return self.assignment is not None and self.sub is not None and self.state in ("receiving", "standby")
 
     def mark_rtcp(self) -> None:
         self._last_rtcp = time.monotonic()
@@ -89,11 +92,25 @@ class Follower:
         self.state = "receiving"
         return True
 
+    async def park(self) -> None:
+        """Turn the active path into a standby: keep it connected, ask its relay to stop sending."""
+        self.standby = True
+        self._last_rtcp = time.monotonic()
+        if self.state == "receiving":
+            self.state = "standby"
+        sub, http = self.sub, self._http
+        if sub is not None and http is not None:
+            try:
+                await sub.set_active(http, False, timeout_s=1.0)
+            except SignallingError:
+                pass  # a dead relay: the standby watch notices its silence and reports it
+
     def assign(self, msg: Assign) -> None:
         cur = self.assignment
         if cur is not None and msg.epoch and cur.epoch and msg.epoch < cur.epoch:
             return  # stale re-plan
-        same = cur is not None and cur.whep_url == msg.whep_url and self.state in ("receiving", "standby")
+        # Same relay: keep the subscription (or the pending retry) and just take the fresh token.
+        same = cur is not None and cur.whep_url == msg.whep_url
         self.assignment = msg
         if not same:
             self._changed.set()
@@ -125,7 +142,8 @@ class Follower:
                         await sub.close()
                         self.last_error = str(exc)
                         log.info("subscribe to %s failed: %s", a.upstream, exc)
-                        if exc.status in (401, 403, 404) or backoff >= 0.8:
+                        if (exc.status in (401, 403, 404) or backoff >= 0.8) and time.monotonic() - self._last_report > REPORT_MIN_INTERVAL_S:
+                            self._last_report = time.monotonic()
                             await self.on_lost(a.upstream, exc.reason)
                         await self._wait(exc.retry_after or random.uniform(backoff / 2, backoff))
                         backoff = min(backoff * 2, 3.0)
@@ -162,10 +180,7 @@ class Follower:
                     return f"standby path silent for {self.standby_stall_s:.1f} s"
             elif now - self._last_packet > self.stall_s:
                 return f"no media for {self.stall_s:.1f} s"
-            try:
-                await asyncio.wait_for(self._changed.wait(), 0.1)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(WATCH_INTERVAL_S)
         return ""
 
     async def _wait(self, seconds: float) -> None:

@@ -26,6 +26,8 @@ OnLost = Callable[[str, str], Awaitable[None]]
 OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, stalled seconds)
 
 WATCH_INTERVAL_S = 0.02
+MAX_TICK_LAG_S = 0.03
+SWITCH_HOLDOFF_S = 3.0  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
 
 
 class DualPath:
@@ -56,6 +58,7 @@ class DualPath:
         self._codecs: dict[int, dict[str, object]] = {}
         self._tasks: list[asyncio.Task] = []
         self._switching = False
+        self._holdoff_until = 0.0
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class DualPath:
             self.active.assign(primary)
         elif self.backup.upstream == msg.upstream and self.backup.ready:
             # the plan says our standby is now primary: switch make-before-break
-            asyncio.ensure_future(self.switch("re-planned"))
+            asyncio.ensure_future(self.switch("re-planned", planned=True))
             self.backup.assign(primary)
             if backup is not None:
                 asyncio.ensure_future(self._assign_after_switch(backup))
@@ -147,15 +150,34 @@ class DualPath:
     # -- switching -------------------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            a = self.active
-            if self._switching or a.state not in ("receiving", "stalled", "connecting"):
-                continue
-            if a.sub is not None and a.last_packet_age > self.switch_after_s and self.backup.ready:
-                await self.switch(f"no media for {a.last_packet_age * 1000:.0f} ms")
+        """Switch when the primary has been silent past the threshold, checked by a timer that
+        re-arms itself at (last packet + threshold): a few wakeups a second, not a 50 Hz poll.
 
-    async def switch(self, reason: str) -> bool:
+        A check that runs late means this process was starved of CPU: packets may sit unread in
+        its socket, so silence measured across it proves nothing; it is judged again shortly.
+        """
+        while True:
+            a = self.active
+            threshold = self.switch_after_s if time.monotonic() >= self._holdoff_until else self.stall_s
+            due = max(a._last_packet + threshold, time.monotonic() + 0.005)
+            planned = due
+            await asyncio.sleep(due - time.monotonic())
+            late = time.monotonic() - planned
+            a = self.active
+            if self._switching or a.sub is None or a.state not in ("receiving", "stalled", "connecting"):
+                await asyncio.sleep(0.05)
+                continue
+            if a.last_packet_age <= threshold or not self.backup.ready:
+                if not self.backup.ready:
+                    await asyncio.sleep(0.05)
+                continue
+            if late > MAX_TICK_LAG_S:
+                await asyncio.sleep(0.02)  # let queued packets be read, then judge again
+                if a.last_packet_age <= threshold:
+                    continue
+            await self.switch(f"no media for {a.last_packet_age * 1000:.0f} ms")
+
+    async def switch(self, reason: str, planned: bool = False) -> bool:
         """Make the standby the active path; the old active is dropped and reported lost."""
         if self._switching or not self.backup.ready:
             return False
@@ -177,12 +199,12 @@ class DualPath:
             log.warning("switched from %s to %s after %.0f ms (%s)", old.upstream, new.upstream, stalled * 1000, reason)
             if self.on_switch is not None:
                 self.on_switch(old.upstream, new.upstream, stalled)
-            lost = old.upstream
-            # The old path becomes the standby slot; it is re-pointed when a new backup is assigned.
-            old.standby = True
-            old.assignment = None
-            old._changed.set()
-            await self.on_lost(lost, reason)
+            if not planned:
+                self._holdoff_until = time.monotonic() + SWITCH_HOLDOFF_S
+            # The old path is parked as the standby: if its relay merely hiccuped it is a good
+            # standby again; if it died, the standby watch reports its silence.
+            asyncio.ensure_future(old.park())
+            await self.on_lost(old.upstream, reason)
             return True
         finally:
             self._switching = False

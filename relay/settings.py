@@ -24,4 +24,5 @@ class RelaySettings(msgspec.Struct, kw_only=True):
     credential: str = ""  # node credential for the control channel
     media_public_key: str = ""  # path to the PEM public key that verifies media tokens
     heartbeat_ms: int = 1000
-    upstream_stall_s: float = 2.0  # no packet from upstream this long: resubscribe
+    upstream_stall_s: float = 1.0  # no packet from upstream this long (no standby): resubscribe
+    switch_after_ms: float = 150.0  # upstream silent this long: switch to the warm standby upstream

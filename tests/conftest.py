@@ -75,6 +75,12 @@ async def start_relay(verifier):
         await r.stop()
 
 
+def _die_with_parent() -> None:
+    from diemcau.service import die_with_parent
+
+    die_with_parent()
+
+
 def _redis_server_binary() -> str | None:
     found = shutil.which("redis-server")
     if found:
@@ -101,7 +107,7 @@ def redis_url():
     proc = subprocess.Popen(
         [binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
     )
     deadline = time.time() + 10
     while not sock.exists() and time.time() < deadline:

@@ -1,0 +1,125 @@
+"""Failure drills: bring up a deployment, SIGKILL one part at a random moment, measure every hall.
+
+`diemcau drill kill-relay --report r.json` kills the regional relay serving the
+most halls; `kill-origin` kills an origin (regional relays keep a warm path to
+the other one). Every figure comes from the halls' own verifiers: gaps between
+complete frames, and programme frames (VP8 picture ids) that never arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+from pathlib import Path
+
+from .deploy import Deployment
+from .topology import load_profile, load_topology
+
+SETTLE_S = 8.0  # watch this long after the fault
+
+
+def _board(dep: Deployment, token: str) -> dict:
+    return dep.get("/api/v1/halls", token)
+
+
+def _relays(dep: Deployment, token: str) -> list[dict]:
+    return dep.get("/api/v1/relays", token)["relays"]
+
+
+def run_drill(args) -> int:
+    kind = args.kind
+    profile = load_profile(args.profile)
+    topology = load_topology()
+    halls = [h.id for h in topology.halls[: args.edges]]
+    workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-drill-{kind}-"))
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep.log_dir = workdir / "logs"
+    dep.log_dir.mkdir()
+    code = 0
+    try:
+        dep.start_redis()
+        dep.start_control_plane(0)
+        dep.start_relays()
+        dep.start_studio(3600, args.fps, args.width, args.height)
+        dep.start_halls(halls, per_process=35)
+        token = dep.login()
+        print(f"drill {kind}: waiting for {len(halls)} halls on air with a warm standby", flush=True)
+        deadline = time.time() + args.ready_timeout
+        while True:
+            try:
+                board = _board(dep, token)
+            except (urllib.error.URLError, OSError, ValueError):
+                board = {"halls": []}
+            rows = [h for h in board["halls"] if h["id"] in halls]
+            ready = [h for h in rows if h["state"] == "on_air" and h.get("backup_state") == "standby"]
+            if len(ready) == len(halls):
+                break
+            if time.time() > deadline:
+                raise SystemExit(f"only {len(ready)}/{len(halls)} halls ready after {args.ready_timeout:.0f} s")
+            time.sleep(0.5)
+        time.sleep(random.uniform(1.0, 3.0))  # a random moment
+        before = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
+        relays = _relays(dep, token)
+        if kind == "kill-relay":
+            regional = [r for r in relays if r["role"] == "regional" and r["alive"]]
+            victim = max(regional, key=lambda r: r["halls"])["id"]
+        elif kind == "kill-origin":
+            used = {r.get("upstream") for r in relays if r["role"] == "regional"}
+            victim = next(r["id"] for r in relays if r["role"] == "origin" and r["id"] in used)
+        else:
+            raise SystemExit(f"unknown drill {kind}")
+        proc = dep.procs[f"relay-{victim}"]
+        killed_at = time.time()
+        proc.send_signal(signal.SIGKILL)
+        print(f"drill {kind}: SIGKILL {victim} at t={killed_at:.3f}", flush=True)
+        time.sleep(SETTLE_S)
+        after = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
+        report = drill_report(kind, victim, killed_at, halls, before, after)
+        if args.report:
+            Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps({k: v for k, v in report.items() if k != "per_hall"}, indent=2), flush=True)
+    except SystemExit as exc:
+        print(f"drill {kind}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        dep.stop()
+        print(f"logs in {dep.log_dir}", flush=True)
+    return code
+
+
+def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], before: dict, after: dict) -> dict:
+    rows = []
+    for hid in halls:
+        b, a = before.get(hid, {}), after.get(hid, {})
+        gaps = [g for end, g in a.get("gaps", []) if end >= killed_at]
+        affected = b.get("relay") == victim or b.get("backup") == victim or bool(gaps)
+        rows.append({
+            "hall": hid,
+            "relay_before": b.get("relay", ""),
+            "relay_after": a.get("relay", ""),
+            "backup_after": a.get("backup", ""),
+            "affected": affected,
+            "freeze_ms": max(gaps, default=0.0),
+            "frames_lost": max(a.get("frames_missing", 0) - b.get("frames_missing", 0), 0),
+            "switches": a.get("switches", 0) - b.get("switches", 0),
+            "recovered": a.get("state") == "on_air" and a.get("fps", 0) > 20,
+        })
+    freezes = sorted(r["freeze_ms"] for r in rows)
+    affected = [r for r in rows if r["affected"]]
+    return {
+        "kind": kind,
+        "victim": victim,
+        "halls": len(halls),
+        "halls_affected": len(affected),
+        "max_freeze_ms": freezes[-1] if freezes else 0.0,
+        "p99_freeze_ms": freezes[min(len(freezes) - 1, int(0.99 * len(freezes)))] if freezes else 0.0,
+        "frames_lost_total": sum(r["frames_lost"] for r in rows),
+        "halls_recovered": sum(1 for r in rows if r["recovered"]),
+        "recovery_ms_max": max((r["freeze_ms"] for r in affected), default=0.0),
+        "per_hall": rows,
+    }
