@@ -107,6 +107,7 @@ class Assign(Msg, tag="assign"):
     backup: str = ""  # node id of the warm standby relay, if any
     backup_whep_url: str = ""
     backup_token: str = ""
+    move: bool = False  # a deliberate move (rebalance, operator, drain): switch to it even if warm
 
 
 class Unassign(Msg, tag="unassign"):

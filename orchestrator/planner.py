@@ -82,7 +82,7 @@ class Planner:
 
     # -- assignments -----------------------------------------------------------------------
 
-    def _msg(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int) -> Assign:
+    def _msg(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int, move: bool = False) -> Assign:
         stream = self.s.stream
         ttl = self.s.media_token_ttl_s
         return Assign(
@@ -94,6 +94,7 @@ class Planner:
             backup=backup.id if backup else "",
             backup_whep_url=f"{backup.url.rstrip('/')}/whep/{stream}" if backup else "",
             backup_token=self.signer.mint(node, stream, "sub", ttl, aud=backup.id) if backup else "",
+            move=move,
         )
 
     def _choose(self, node: str, views: list[RelayView], exclude: set[str]) -> RelayView | None:
@@ -106,6 +107,7 @@ class Planner:
     async def plan(
         self, node: str, views: list[RelayView], assign: dict, reason: str,
         exclude: set[str] = frozenset(), primary_id: str | None = None, backup_id: str | None = None,
+        move: bool = False,
     ) -> bool:
         """Give `node` a primary and a warm backup on another relay, and tell it."""
         if node not in self.halls:
@@ -134,7 +136,7 @@ class Planner:
         epoch = await self.store.set_assignment(node, self.s.stream, primary.id, backup.id if backup else "")
         primary.load += 1
         assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "", "epoch": epoch}
-        await self.deliver(node, self._msg(node, primary, backup, epoch))
+        await self.deliver(node, self._msg(node, primary, backup, epoch, move))
         log.info("plan %s: %s, standby %s (%s)", node, primary.id, backup.id if backup else "none", reason)
         await self.store.event("assign", node, f"{primary.id} (backup {backup.id if backup else 'none'}; {reason})")
         return True
@@ -238,4 +240,5 @@ class Planner:
             elif (node in self.halls and role.get(a["upstream"]) == "origin" and role.get(a.get("backup")) == "regional"
                   and stats.get(node, {}).get("backup_state") == "standby"):
                 # placed on an origin while no regional relay was up: move over, make-before-break
-                await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"])
+                await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"],
+                                backup_id=a["upstream"], move=True)

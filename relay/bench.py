@@ -83,23 +83,52 @@ def _codec_prefs(transceiver, kind: str, mime: str) -> None:
     transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() == mime.lower()][:1])
 
 
-def _machine_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat (0, 0 where unavailable)."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    total = sum(fields[:8])
-    return total - idle, total
+class _MachineLoad:
+    """CPU used during a window by the whole machine, by this benchmark's processes, and by others.
 
+    From /proc (USER_HZ ticks), in % of one core (two cores: 200 %). The benchmark shares its
+    machine; a large `other_processes_cpu_pct` means the window was disturbed.
+    """
 
-def _machine_busy_pct(a: tuple[int, int], b: tuple[int, int]) -> float | None:
-    """Whole-machine CPU use between two _machine_cpu() readings, in % of one core (2 cores: 200 %)."""
-    if b[1] <= a[1]:
-        return None
-    return round((b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1) * 100, 1)
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, pids) -> None:
+        self.pids = [os.getpid(), *pids]
+        self._start = self._read()
+
+    @staticmethod
+    def _machine() -> int:
+        try:
+            with open("/proc/stat") as fh:
+                f = [int(x) for x in fh.readline().split()[1:]]
+            return sum(f[:8]) - f[3] - f[4]  # all but idle and iowait
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _tree(self) -> int:
+        total = 0
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, ValueError, IndexError):
+                pass
+        return total
+
+    def _read(self) -> tuple[float, int, int]:
+        return time.monotonic(), self._machine(), self._tree()
+
+    def result(self, prefix: str = "") -> dict:
+        t1, m1, b1 = self._read()
+        t0, m0, b0 = self._start
+        scale = 100.0 / (self.HZ * max(t1 - t0, 1e-9))
+        machine, bench = (m1 - m0) * scale, (b1 - b0) * scale
+        return {
+            f"{prefix}machine_cpu_busy_pct": round(machine, 1),
+            f"{prefix}bench_processes_cpu_pct": round(bench, 1),
+            f"{prefix}other_processes_cpu_pct": round(max(machine - bench, 0.0), 1),
+        }
 
 
 def _cpu_mark(extra: dict | None = None) -> dict:
@@ -755,9 +784,9 @@ async def bench_relay(args: argparse.Namespace, tmp: Path) -> dict:
         if args.profile:
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.process_time)  # CPU time: other processes do not count
         recording[0] = True
-        machine0 = _machine_cpu()
+        load = _MachineLoad([w.proc.pid for w in workers] + [studio.proc.pid])
         mark0 = _cpu_mark()
         if profiler is not None:
             profiler.enable()
@@ -765,7 +794,7 @@ async def bench_relay(args: argparse.Namespace, tmp: Path) -> dict:
         if profiler is not None:
             profiler.disable()
         mark1 = _cpu_mark()
-        machine1 = _machine_cpu()
+        load_result = load.result()
         recording[0] = False
         out1 = sum(dt.output.packets for dt in dts)
         drop1 = sum(dt.output.dropped for dt in dts)
@@ -880,7 +909,7 @@ async def bench_relay(args: argparse.Namespace, tmp: Path) -> dict:
         "latency_added_ms_p50_audio": _pct(lat["audio"], 50),
         "latency_samples": int(len(lat_all)),
         "studio_fps": _studio_fps(studio0, studio1),
-        "machine_cpu_busy_pct": _machine_busy_pct(machine0, machine1),
+        **load_result,
         "subscriber_processes": len(workers),
         "profiled": bool(args.profile),
         "notes": notes,
@@ -921,11 +950,11 @@ async def bench_passthrough(args: argparse.Namespace, tmp: Path) -> dict:
         await _connect_pairs(sender, sinks, n)
         await sender.call("start")
         await asyncio.sleep(args.warmup)
-        machine0 = _machine_cpu()
+        load = _MachineLoad([sender.proc.pid] + [w.proc.pid for w in sinks])
         m0, c0 = await asyncio.gather(sender.call("mark"), _sink_counts(sinks))
         await asyncio.sleep(args.seconds)
         m1, c1 = await asyncio.gather(sender.call("mark"), _sink_counts(sinks))
-        machine1 = _machine_cpu()
+        load_result = load.result("baseline_passthrough_")
     finally:
         await asyncio.gather(sender.stop(), *(w.stop() for w in sinks), return_exceptions=True)
     cpu = m1["cpu"] - m0["cpu"]
@@ -938,7 +967,7 @@ async def bench_passthrough(args: argparse.Namespace, tmp: Path) -> dict:
         "baseline_passthrough_rate_pps": round(packets / wall, 1),
         "baseline_passthrough_source_fps": round((m1["produced"]["video"] - m0["produced"]["video"]) / wall, 2),
         "baseline_passthrough_backlog": m1["backlog"],
-        "baseline_passthrough_machine_cpu_busy_pct": _machine_busy_pct(machine0, machine1),
+        **load_result,
         "baseline_passthrough_delivered_ratio": round((c1["packets"] - c0["packets"]) / packets, 5) if packets else None,
         "baseline_passthrough_bytes_per_frame": round(prep["bytes_per_frame"], 1),
     }
@@ -985,12 +1014,12 @@ async def bench_mediarelay(args: argparse.Namespace, tmp: Path) -> dict:
             connected = step
             await asyncio.sleep(args.warmup + 1.0)  # encoders start, first keyframes
             s0 = studio.read()
-            machine0 = _machine_cpu()
+            load = _MachineLoad([mr.proc.pid, studio.proc.pid] + [w.proc.pid for w in sinks])
             m0, c0 = await asyncio.gather(mr.call("mark"), _sink_counts(sinks))
             await asyncio.sleep(window)
             s1 = studio.read()
             m1, c1 = await asyncio.gather(mr.call("mark"), _sink_counts(sinks))
-            machine1 = _machine_cpu()
+            load_result = load.result()
             wall = m1["wall"] - m0["wall"]
             cpu_pct = (m1["cpu"] - m0["cpu"]) / wall * 100
             frames_per_sub_s = (c1["frames"] - c0["frames"]) / step / wall
@@ -1002,7 +1031,7 @@ async def bench_mediarelay(args: argparse.Namespace, tmp: Path) -> dict:
                 "frame_ratio": round(ratio, 3),
                 "decoded_fps": round((m1["decoded"]["video"] - m0["decoded"]["video"]) / wall, 2),
                 "studio_fps": _studio_fps(s0, s1),
-                "machine_cpu_busy_pct": _machine_busy_pct(machine0, machine1),
+                **load_result,
                 "us_per_packet": round((m1["cpu"] - m0["cpu"]) / (m1["packets"] - m0["packets"]) * 1e6, 2)
                 if m1["packets"] > m0["packets"] else None,
             }
@@ -1084,7 +1113,7 @@ def _table(r: dict) -> str:
         ("packets forwarded", f(r.get("packets_forwarded"))),
         ("relay CPU per packet", f(r.get("us_per_packet"), " us")),
         ("relay CPU", f(r.get("relay_cpu_pct"), " %")),
-        ("whole machine CPU in the window", f(r.get("machine_cpu_busy_pct"), " %")),
+        ("other processes' CPU in the window", f(r.get("other_processes_cpu_pct"), " %")),
         ("delivered ratio", f(r.get("delivered_ratio"))),
         ("latency added p50 / p95", f"{f(r.get('latency_added_ms_p50'))} / {f(r.get('latency_added_ms_p95'))} ms"),
         ("aiortc passthrough CPU per packet", f(r.get("baseline_passthrough_us_per_packet"), " us")),
@@ -1115,7 +1144,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sub-procs", type=int, default=0, help="subscriber processes (0: one per 50, at most 4)")
     p.add_argument("--mediarelay-window", type=float, default=5.0, help="measured window per MediaRelay step")
     p.add_argument("--mediarelay-budget", type=float, default=120.0, help="seconds for the whole MediaRelay ramp")
-    p.add_argument("--profile", help="write a cProfile of the relay process's window here (inflates CPU)")
+    p.add_argument("--profile", help="write a cProfile (CPU-time timer) of the relay's window here; "
+                   "the profiler inflates the CPU figures of that run")
     p.add_argument("--keep", action="store_true", help="keep worker logs")
     return p
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -27,7 +28,8 @@ OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, sta
 
 WATCH_INTERVAL_S = 0.02
 MAX_TICK_LAG_S = 0.03
-SWITCH_HOLDOFF_S = 3.0  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
+SWITCH_HOLDOFF_S = 3.0
+STANDBY_JITTER_S = (0.5, 3.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
 
 
 class DualPath:
@@ -122,25 +124,44 @@ class DualPath:
     # -- assignments ---------------------------------------------------------------------------
 
     def assign(self, msg: Assign) -> None:
-        """Follow the orchestrator's plan, keeping whichever path already carries the primary."""
+        """Follow the orchestrator's plan, keeping whichever path already carries the media.
+
+        Plans can cross a local switch in flight, so a plan naming the same two relays in the
+        other order only refreshes tokens; the node switches on a plan only when it is a
+        deliberate move or when it drops the relay the node is using now.
+        """
         primary = Assign(stream=msg.stream, upstream=msg.upstream, whep_url=msg.whep_url, token=msg.token, epoch=msg.epoch)
         backup = None
         if msg.backup:
             backup = Assign(stream=msg.stream, upstream=msg.backup, whep_url=msg.backup_whep_url,
                             token=msg.backup_token, epoch=msg.epoch)
-        if self.active.upstream == msg.upstream or not self.active.upstream:
-            self.active.assign(primary)
-        elif self.backup.upstream == msg.upstream and self.backup.ready:
-            # the plan says our standby is now primary: switch make-before-break
+        a, b = self.active, self.backup
+        if not msg.move and backup is not None and a.upstream == msg.backup and b.upstream == msg.upstream:
+            a.assign(backup)  # crossed with our own switch: same relays, fresh tokens
+            b.assign(primary)
+            return
+        if a.upstream == msg.upstream or not a.upstream:
+            a.assign(primary)
+        elif b.upstream == msg.upstream and b.ready:
+            # the plan moves us onto our standby: make-before-break
             asyncio.ensure_future(self.switch("re-planned", planned=True))
-            self.backup.assign(primary)
+            b.assign(primary)
             if backup is not None:
                 asyncio.ensure_future(self._assign_after_switch(backup))
             return
         else:
-            self.active.assign(primary)
+            a.assign(primary)
         if backup is not None:
-            self.backup.assign(backup)
+            if backup.upstream != b.upstream and time.monotonic() < self._holdoff_until:
+                # Just switched after a failure: many nodes are re-planned at once, so spread the
+                # new standby handshakes (ICE + DTLS) instead of storming the relays with them.
+                asyncio.ensure_future(self._assign_later(backup, random.uniform(*STANDBY_JITTER_S)))
+            else:
+                b.assign(backup)
+
+    async def _assign_later(self, backup: Assign, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.backup.assign(backup)
 
     async def _assign_after_switch(self, backup: Assign) -> None:
         while self._switching:

@@ -39,7 +39,7 @@ class RelayCore:
     def source(self, name: str, create: bool = False) -> Source | None:
         src = self.sources.get(name)
         if src is None and create:
-            src = self.sources[name] = Source(name)
+            src = self.sources[name] = Source(name, self.settings.keyframe_min_interval_s)
         return src
 
     def _authorize(self, request: web.Request, stream: str, direction: str) -> MediaClaims:

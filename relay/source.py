@@ -12,8 +12,9 @@ from .uptrack import UpTrack
 class Source:
     """One named stream (e.g. "programme") with at most one track per kind."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, keyframe_min_interval_s: float = 0.05) -> None:
         self.name = name
+        self.keyframe_min_interval_s = keyframe_min_interval_s
         self.tracks: dict[str, UpTrack] = {}
         self.publisher: str = ""  # session id of the WHIP publisher, or "upstream:<relay>"
         self.created_at = time.time()
@@ -27,7 +28,7 @@ class Source:
             up.close()
             up = None
         if up is None:
-            up = self.tracks[kind] = UpTrack(kind, codec)
+            up = self.tracks[kind] = UpTrack(kind, codec, self.keyframe_min_interval_s)
         return up
 
     @property

@@ -12,7 +12,8 @@ from aiortc.rtp import RtpPacket
 from .rtp import keyframe_detector
 
 HISTORY_SIZE = 1024  # packets kept for retransmission to subscribers (a power of two)
-KEYFRAME_MIN_INTERVAL_S = 0.25  # upstream keyframe requests are coalesced to at most one per this
+KEYFRAME_MIN_INTERVAL_S = 0.05  # never more than one upstream keyframe request per this
+KEYFRAME_PENDING_S = 0.5  # a request not answered by a keyframe within this is sent again
 
 
 class UpTrack:
@@ -39,6 +40,7 @@ class UpTrack:
         self._kf_min_interval = keyframe_min_interval_s
         self._kf_last = 0.0
         self._kf_timer: asyncio.TimerHandle | None = None
+        self._kf_pending = False  # a request is out and its keyframe has not passed yet
         self._generation = 0  # increases when the upstream changes (new seq/ts space)
 
     def set_keyframe_requester(self, requester: Callable[[], Awaitable[None]] | None) -> None:
@@ -64,6 +66,8 @@ class UpTrack:
         self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload)
         if self.waiting and self._is_keyframe is not None:
             keyframe = self._is_keyframe(payload)
+            if keyframe:
+                self._kf_pending = False
         else:
             keyframe = True
         for dt in self.downtracks:
@@ -94,10 +98,16 @@ class UpTrack:
                 self.waiting -= 1
 
     def request_keyframe(self) -> None:
-        """Ask upstream for a keyframe, at most once per interval (requests in between coalesce)."""
+        """Ask upstream for a keyframe; requests made while one is outstanding ride on it.
+
+        Every subscriber waiting when the keyframe passes starts on it, so only one request
+        is ever outstanding; it is re-sent if no keyframe came within KEYFRAME_PENDING_S.
+        """
         if self.kind != "video" or self._requester is None:
             return
         now = time.monotonic()
+        if self._kf_pending and now - self._kf_last < KEYFRAME_PENDING_S:
+            return
         wait = self._kf_last + self._kf_min_interval - now
         if wait <= 0:
             self._fire_keyframe_request()
@@ -108,6 +118,7 @@ class UpTrack:
     def _fire_keyframe_request(self) -> None:
         self._kf_timer = None
         self._kf_last = time.monotonic()
+        self._kf_pending = True
         if self._requester is not None:
             self.keyframe_requests_up += 1
             asyncio.ensure_future(self._requester())
