@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from diemcau.topology import haversine_km
 
+STANDBY_WEIGHT = 0.5
 REGION_CENTRES = {"north": (21.03, 105.85), "central": (16.05, 108.20), "south": (10.82, 106.63)}
 
 
@@ -16,14 +17,17 @@ class RelayView:
     region: str
     url: str
     capacity: int
-    load: int = 0
+    load: int = 0  # nodes taking their media from this relay
+    standby: int = 0  # nodes keeping a warm standby path on it
     lat: float = 0.0
     lon: float = 0.0
     alive: bool = True
 
     @property
     def utilisation(self) -> float:
-        return self.load / self.capacity if self.capacity else 1.0
+        # A standby costs little until it is woken, but a relay's standbys all wake at once when
+        # a neighbour dies: weigh them so that they spread over relays.
+        return (self.load + STANDBY_WEIGHT * self.standby) / self.capacity if self.capacity else 1.0
 
     def position(self) -> tuple[float, float]:
         if self.lat or self.lon:

@@ -55,8 +55,11 @@ class Planner:
         )
         now = now_ms()
         load: dict[str, int] = {}
+        standby: dict[str, int] = {}
         for a in assign.values():
             load[a["upstream"]] = load.get(a["upstream"], 0) + 1
+            if a.get("backup"):
+                standby[a["backup"]] = standby.get(a["backup"], 0) + 1
         views = []
         for node, info in nodes.items():
             if info.get("kind") != "relay":
@@ -73,6 +76,7 @@ class Planner:
                     url=info.get("url", ""),
                     capacity=int(info.get("capacity") or (inv.capacity if inv else 60)),
                     load=load.get(node, 0),
+                    standby=standby.get(node, 0),
                     lat=inv.lat if inv else 0.0,
                     lon=inv.lon if inv else 0.0,
                     alive=alive,
@@ -118,6 +122,8 @@ class Planner:
         current = assign.get(node)
         if current and current.get("upstream") in by_id:
             by_id[current["upstream"]].load -= 1
+        if current and current.get("backup") in by_id:
+            by_id[current["backup"]].standby -= 1
         exclude = set(exclude)
         primary = by_id.get(primary_id) if primary_id else None
         if primary is not None and (not primary.alive or primary.id in exclude):
@@ -135,6 +141,8 @@ class Planner:
             backup = self._choose(node, views, exclude | {primary.id})
         epoch = await self.store.set_assignment(node, self.s.stream, primary.id, backup.id if backup else "")
         primary.load += 1
+        if backup is not None:
+            backup.standby += 1
         assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "", "epoch": epoch}
         await self.deliver(node, self._msg(node, primary, backup, epoch, move))
         log.info("plan %s: %s, standby %s (%s)", node, primary.id, backup.id if backup else "none", reason)

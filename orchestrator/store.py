@@ -111,7 +111,8 @@ class Store:
         )
 
     async def events(self, count: int = 200, kind: str | None = None, subject: str | None = None) -> list[dict]:
-        raw = await self.r.xrevrange(self.k("events"), count=max(count * 4, count) if (kind or subject) else count)
+        # filtered reads scan further back (bounded) so that a rare kind is still found
+        raw = await self.r.xrevrange(self.k("events"), count=min(count * 50, 20_000) if (kind or subject) else count)
         out = []
         for eid, fields in raw:
             ev = {k.decode(): v.decode() for k, v in fields.items()}

@@ -104,12 +104,14 @@ class WhepSubscriber:
             await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except Exception as exc:
             raise SignallingError(502, f"relay's answer rejected: {exc}") from None
+        remote = pc.remoteDescription
         for t in pc.getTransceivers():
             codec = next((c for c in t._codecs if not is_rtx(c)), None)
             if codec is None or t.kind not in self.kinds:
                 continue
             sink, on_sr = self.sinks(t.kind, codec)
-            self.inputs[t.kind] = RtpInput(t.receiver, t.kind, sink, on_sr)
+            inp = self.inputs[t.kind] = RtpInput(t.receiver, t.kind, sink, on_sr)
+            inp.announced_ssrc = _announced_ssrc(remote.sdp, t.mid) if remote else None
         if not await wait_connected(pc, timeout_s):
             raise SignallingError(0, f"ICE/DTLS to {self.url} did not complete in {timeout_s:.0f} s")
 
@@ -136,10 +138,31 @@ class WhepSubscriber:
         if inp is not None:
             await inp.request_keyframe()
 
+    async def wake(self) -> None:
+        """Wake a standby path at its relay with a PLI per track (RTCP on the path itself)."""
+        for inp in self.inputs.values():
+            ssrc = inp.media_ssrc or inp.announced_ssrc
+            if ssrc is not None:
+                await inp.receiver._send_rtcp_pli(ssrc)
+
     async def close(self, http: aiohttp.ClientSession | None = None) -> None:
         if http is not None:
             await _delete(http, self.resource, self.token)
         await self.pc.close()
+
+
+def _announced_ssrc(sdp_text: str, mid: str | None) -> int | None:
+    """The SSRC the relay announced for one m-line (a=ssrc), to address RTCP before any RTP."""
+    from aiortc.sdp import SessionDescription
+
+    try:
+        desc = SessionDescription.parse(sdp_text)
+    except Exception:
+        return None
+    for media in desc.media:
+        if media.rtp.muxId == mid and media.ssrc:
+            return media.ssrc[0].ssrc
+    return None
 
 
 class WhipPublisher:

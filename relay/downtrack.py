@@ -87,6 +87,9 @@ class DownTrack(RtpFeedback):
 
     def on_keyframe_request(self) -> None:
         if self.paused:
+            # A standby's subscriber wakes it with a PLI: one packet on a path already up,
+            # faster than any HTTP call when its primary relay has just died.
+            self.resume()
             return
         self.keyframe_requests += 1
         self.up.request_keyframe()

@@ -84,13 +84,19 @@ class Follower:
             return False
         self.standby = False
         self._last_packet = time.monotonic()
-        try:
-            await sub.set_active(http, True)
-        except SignallingError as exc:
-            log.warning("activating standby %s failed: %s", self.upstream, exc)
-            return False
         self.state = "receiving"
+        await sub.wake()  # RTCP: immediate
+        asyncio.ensure_future(self._confirm_active(sub, http))  # HTTP: reliable, in the background
         return True
+
+    async def _confirm_active(self, sub: WhepSubscriber, http: aiohttp.ClientSession) -> None:
+        for _ in range(3):
+            try:
+                await sub.set_active(http, True)
+                return
+            except SignallingError as exc:
+                log.warning("confirming standby %s active failed: %s", self.upstream, exc)
+                await asyncio.sleep(0.2)
 
     async def park(self) -> None:
         """Turn the active path into a standby: keep it connected, ask its relay to stop sending."""

@@ -29,7 +29,7 @@ OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, sta
 WATCH_INTERVAL_S = 0.02
 MAX_TICK_LAG_S = 0.03
 SWITCH_HOLDOFF_S = 3.0
-STANDBY_JITTER_S = (0.5, 3.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
+STANDBY_JITTER_S = (0.5, 5.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
 
 
 class DualPath:
@@ -152,9 +152,9 @@ class DualPath:
         else:
             a.assign(primary)
         if backup is not None:
-            if backup.upstream != b.upstream and time.monotonic() < self._holdoff_until:
-                # Just switched after a failure: many nodes are re-planned at once, so spread the
-                # new standby handshakes (ICE + DTLS) instead of storming the relays with them.
+            if backup.upstream != b.upstream and b.upstream:
+                # A replacement standby follows a failure, when many nodes are re-planned at once:
+                # spread their handshakes (ICE + DTLS) instead of storming the relays with them.
                 asyncio.ensure_future(self._assign_later(backup, random.uniform(*STANDBY_JITTER_S)))
             else:
                 b.assign(backup)
@@ -198,6 +198,13 @@ class DualPath:
                     continue
             await self.switch(f"no media for {a.last_packet_age * 1000:.0f} ms")
 
+    async def _log_first_packet(self, f: Follower, t0: float) -> None:
+        activated = time.monotonic()
+        while f._last_packet < activated and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.005)
+        log.info("switch to %s: woken in %.0f ms, first packet after %.0f ms",
+                 f.upstream, (activated - t0) * 1000, (f._last_packet - t0) * 1000)
+
     async def switch(self, reason: str, planned: bool = False) -> bool:
         """Make the standby the active path; the old active is dropped and reported lost."""
         if self._switching or not self.backup.ready:
@@ -217,6 +224,7 @@ class DualPath:
                 self.on_active(new)
             self.switches += 1
             self.last_switch_ms = (time.monotonic() - t0) * 1000
+            asyncio.ensure_future(self._log_first_packet(new, t0))
             log.warning("switched from %s to %s after %.0f ms (%s)", old.upstream, new.upstream, stalled * 1000, reason)
             if self.on_switch is not None:
                 self.on_switch(old.upstream, new.upstream, stalled)

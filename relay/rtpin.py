@@ -32,6 +32,7 @@ class RtpInput:
         self.sink = sink
         self.on_sr = on_sr
         self.media_ssrc: int | None = None
+        self.announced_ssrc: int | None = None  # from the SDP, before any packet arrived
         self.packets = 0
         self.last_arrival_ms = 0
         d = receiver.__dict__

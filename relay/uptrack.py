@@ -64,7 +64,7 @@ class UpTrack:
         self.packets_in += 1
         self.last_packet_at = time.monotonic()
         self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload)
-        if self.waiting and self._is_keyframe is not None:
+        if (self.waiting or self._kf_pending) and self._is_keyframe is not None:
             keyframe = self._is_keyframe(payload)
             if keyframe:
                 self._kf_pending = False
