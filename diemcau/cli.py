@@ -153,13 +153,16 @@ def _studio(args: argparse.Namespace) -> None:
     from relay.studio import Studio
 
     setup_logging("studio")
-    token = args.token or os.environ.get("DIEMCAU_STUDIO_TOKEN", "")
+    urls = [u for u in args.whip.split(",") if u]
+    tokens = [t for t in (args.token or os.environ.get("DIEMCAU_STUDIO_TOKEN", "")).split(",") if t]
     if args.token_file:
-        token = Path(args.token_file).read_text().strip()
-    if not token:
-        sys.exit("studio: a publish token is required (--token, --token-file or DIEMCAU_STUDIO_TOKEN)")
+        tokens = [t.strip() for t in Path(args.token_file).read_text().splitlines() if t.strip()]
+    if len(tokens) == 1:
+        tokens = tokens * len(urls)
+    if not tokens or len(tokens) != len(urls):
+        sys.exit("studio: one publish token per WHIP URL is required (--token, --token-file or DIEMCAU_STUDIO_TOKEN)")
     restrict_ice_addresses([a for a in (args.ice_addresses or "").split(",") if a])
-    studio = Studio(args.whip, token, args.width, args.height, args.fps, args.bitrate)
+    studio = Studio(urls, tokens, args.width, args.height, args.fps, args.bitrate, role=args.role)
     tasks: list[asyncio.Task] = []
 
     async def write_stats() -> None:
@@ -235,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     e.set_defaults(fn=_edge)
 
     s = sub.add_parser("studio", help="publish the synthetic test programme by WHIP")
-    s.add_argument("--whip", required=True, help="WHIP endpoint URL")
+    s.add_argument("--whip", required=True, help="WHIP endpoint URL (several: comma-separated, same frames to each)")
+    s.add_argument("--role", choices=["primary", "backup"], default="primary",
+                   help="which studio feed this encoder is at the origins")
     s.add_argument("--token")
     s.add_argument("--token-file")
     s.add_argument("--width", type=int, default=640)
@@ -256,10 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--width", type=int, default=640)
     d.add_argument("--height", type=int, default=360)
     d.add_argument("--keep", action="store_true", help="keep the logs and work directory")
+    d.add_argument("--no-backup-studio", action="store_true", help="run only the primary studio feed")
     d.set_defaults(fn=_demo)
 
     dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")
-    dr.add_argument("kind", choices=["kill-relay", "kill-origin"])
+    dr.add_argument("kind", choices=["kill-relay", "kill-origin", "kill-source"])
     dr.add_argument("--report")
     dr.add_argument("--edges", type=int, default=70)
     dr.add_argument("--profile", default="local")

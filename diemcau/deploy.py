@@ -158,23 +158,28 @@ class Deployment:
         for spec in self.profile.relays:
             self.wait_tcp(self.relay_urls[spec.id], 20, f"relay {spec.id}")
 
-    def origin(self) -> str:
-        return next(r.id for r in self.profile.relays if r.role == "origin")
+    def origins(self) -> list[str]:
+        return [r.id for r in self.profile.relays if r.role == "origin"]
 
-    def start_studio(self, ttl_s: float, fps: int = 30, width: int = 640, height: int = 360) -> Path:
+    def start_studio(self, ttl_s: float, fps: int = 30, width: int = 640, height: int = 360,
+                     role: str = "primary") -> Path:
+        """A studio encoder publishing the same frames to every origin, as the primary or backup feed."""
         assert self.signer is not None
-        origin = self.origin()
         stream = self.profile.deployment.stream
-        token_file = self.workdir / "studio.token"
+        origins = self.origins()
+        token_file = self.workdir / f"studio-{role}.token"
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(self.signer.mint("studio", stream, "pub", ttl_s, aud=origin))
-        stats = self.workdir / "studio.json"
-        self.spawn("studio", [sys.executable, "-m", "diemcau", "studio", "--whip",
-                              f"{self.relay_urls[origin]}/whip/{stream}", "--token-file", str(token_file),
-                              "--fps", str(fps), "--width", str(width), "--height", str(height),
-                              "--ice-addresses", ",".join(self.profile.deployment.ice_addresses),
-                              "--stats-file", str(stats)], {})
+            for o in origins:
+                fh.write(self.signer.mint(f"studio-{role}", stream, "pub", ttl_s, aud=o) + "\n")
+        stats = self.workdir / f"studio-{role}.json"
+        name = "studio" if role == "primary" else f"studio-{role}"
+        self.spawn(name, [sys.executable, "-m", "diemcau", "studio", "--role", role, "--whip",
+                          ",".join(f"{self.relay_urls[o]}/whip/{stream}" for o in origins),
+                          "--token-file", str(token_file),
+                          "--fps", str(fps), "--width", str(width), "--height", str(height),
+                          "--ice-addresses", ",".join(self.profile.deployment.ice_addresses),
+                          "--stats-file", str(stats)], {})
         return stats
 
     def start_halls(self, hall_ids: list[str], per_process: int = 0) -> None:
@@ -233,7 +238,7 @@ class Deployment:
     # -- teardown ----------------------------------------------------------------------------
 
     def stop(self, grace: float = 8.0) -> None:
-        order = [n for n in self.procs if n.startswith("halls-")] + ["studio"] + [
+        order = [n for n in self.procs if n.startswith("halls-")] + [n for n in self.procs if n.startswith("studio")] + [
             n for n in self.procs if n.startswith("relay-")] + ["orchestrator", "redis"]
         for names in (order[:-2], order[-2:-1], order[-1:]):
             for n in names:
@@ -275,6 +280,8 @@ def run_demo(args) -> int:
         dep.start_relays()
         ttl = (args.duration or 24 * 3600) + 600
         studio_stats = dep.start_studio(ttl, args.fps, args.width, args.height)
+        if not getattr(args, "no_backup_studio", False):
+            dep.start_studio(ttl, args.fps, args.width, args.height, role="backup")
         halls = [h.id for h in topology.halls[: args.edges]]
         halls_started = time.time()
         dep.start_halls(halls, per_process=35)

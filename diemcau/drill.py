@@ -1,8 +1,9 @@
 """Failure drills: bring up a deployment, SIGKILL one part at a random moment, measure every hall.
 
 `diemcau drill kill-relay --report r.json` kills the regional relay serving the
-most halls; `kill-origin` kills an origin (regional relays keep a warm path to
-the other one). Every figure comes from the halls' own verifiers: gaps between
+most halls; `kill-origin` kills the origin most regional relays pull from (they
+keep a warm path to the other one); `kill-source` kills the primary studio
+encoder (origins switch to the backup feed at its next keyframe). Every figure comes from the halls' own verifiers: gaps between
 complete frames, and programme frames (VP8 picture ids) that never arrived.
 """
 
@@ -46,6 +47,7 @@ def run_drill(args) -> int:
         dep.start_control_plane(0)
         dep.start_relays()
         dep.start_studio(3600, args.fps, args.width, args.height)
+        dep.start_studio(3600, args.fps, args.width, args.height, role="backup")
         dep.start_halls(halls, per_process=35)
         token = dep.login()
         print(f"drill {kind}: waiting for {len(halls)} halls on air with a warm standby", flush=True)
@@ -69,11 +71,13 @@ def run_drill(args) -> int:
             regional = [r for r in relays if r["role"] == "regional" and r["alive"]]
             victim = max(regional, key=lambda r: r["halls"])["id"]
         elif kind == "kill-origin":
-            used = {r.get("upstream") for r in relays if r["role"] == "regional"}
-            victim = next(r["id"] for r in relays if r["role"] == "origin" and r["id"] in used)
+            used = [r.get("upstream") for r in relays if r["role"] == "regional"]
+            victim = max((r["id"] for r in relays if r["role"] == "origin"), key=used.count)
+        elif kind == "kill-source":
+            victim = "studio"  # the primary studio encoder; origins switch to the backup feed
         else:
             raise SystemExit(f"unknown drill {kind}")
-        proc = dep.procs[f"relay-{victim}"]
+        proc = dep.procs[victim if kind == "kill-source" else f"relay-{victim}"]
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
         print(f"drill {kind}: SIGKILL {victim} at t={killed_at:.3f}", flush=True)

@@ -72,6 +72,9 @@ class RelayStats(msgspec.Struct, omit_defaults=True):
     upstream_state: str = ""
     upstream_backup: str = ""
     upstream_backup_state: str = ""
+    feeds: list[str] = []  # origin: studio feeds present (primary, backup)
+    active_feed: str = ""  # origin: which feed is on air
+    feed_switches: list[list[str]] = []  # origin: recent switches [unix time, from, to, reason]
     cpu_pct: float = 0.0
 
 
@@ -110,6 +113,14 @@ class Assign(Msg, tag="assign"):
     move: bool = False  # a deliberate move (rebalance, operator, drain): switch to it even if warm
 
 
+class SwitchSource(Msg, tag="switch_source"):
+    """Operator: put a stream's primary or backup studio feed on air at the origins."""
+
+    stream: str
+    role: str  # primary | backup
+    reason: str = ""
+
+
 class Unassign(Msg, tag="unassign"):
     stream: str
 
@@ -119,7 +130,7 @@ class ErrorMsg(Msg, tag="error"):
     reason: str
 
 
-AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, Unassign, ErrorMsg]
+AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, SwitchSource, Unassign, ErrorMsg]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMsg)

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from diemcau.http import Problem
+from diemcau.messages import SwitchSource
 from diemcau.tokens import MediaTokenSigner
 
 from .auth import CSRF_HEADER, SESSION_COOKIE, Accounts, authenticate
@@ -27,6 +28,11 @@ CONSOLE_DIR = Path(__file__).parent / "console"
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     username: str
     password: str
+
+
+class SourceBody(msgspec.Struct, forbid_unknown_fields=True):
+    role: str  # primary | backup
+    stream: str = ""
 
 
 class MediaTokenBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -129,6 +135,38 @@ class Api:
         await self.st.store.event("media_token", body.subject,
                                   f"{body.direction} {body.stream} at {body.relay} for {body.ttl_s}s", actor=p.user)
         return web.json_response({"token": token, "expires_in": body.ttl_s})
+
+    async def source(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        origins = [
+            {"relay": r["id"], "alive": r["alive"], "feeds": r.get("feeds", []), "active_feed": r.get("active_feed", "")}
+            for r in board["relays"] if r.get("role") == "origin"
+        ]
+        return web.json_response({"stream": self.st.settings.stream, "origins": origins})
+
+    async def switch_source(self, request: web.Request) -> web.Response:
+        """Put the primary or backup studio feed on air at every origin."""
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, SourceBody, 4096)
+        if body.role not in ("primary", "backup"):
+            raise Problem(422, "role must be 'primary' or 'backup'")
+        stream = body.stream or self.st.settings.stream
+        if stream != self.st.settings.stream:
+            raise Problem(404, f"unknown stream {stream}")
+        board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        origins = [r for r in board["relays"] if r.get("role") == "origin" and r["alive"]]
+        without = [r["id"] for r in origins if body.role not in r.get("feeds", [])]
+        if not origins:
+            raise Problem(503, "no origin relay is alive", {"Retry-After": "2"})
+        if len(without) == len(origins):
+            raise Problem(409, f"no origin has a {body.role} feed of {stream} on air")
+        sent = []
+        for r in origins:
+            if await self.st.hub.deliver(r["id"], SwitchSource(stream=stream, role=body.role, reason=f"operator {p.user}")):
+                sent.append(r["id"])
+        await self.st.store.event("source_switch", stream, f"to {body.role} at {', '.join(sent)}", actor=p.user)
+        return web.json_response({"stream": stream, "role": body.role, "origins": sent, "without_feed": without})
 
     # -- events ----------------------------------------------------------------------------
 
@@ -235,6 +273,8 @@ ROUTES = [
     ("GET", "/api/v1/halls/{hall}", "hall", "viewer"),
     ("GET", "/api/v1/relays", "relays", "viewer"),
     ("POST", "/api/v1/tokens/media", "media_token", "operator"),
+    ("GET", "/api/v1/source", "source", "viewer"),
+    ("POST", "/api/v1/source", "switch_source", "operator"),
     ("GET", "/api/v1/events", "events", "viewer"),
     ("GET", "/api/v1/board/stream", "board_stream", "viewer"),
     ("GET", "/api/v1/openapi.json", "openapi", "viewer"),

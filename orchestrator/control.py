@@ -41,6 +41,7 @@ class ControlHub:
         self.heartbeats = 0
         self.rejected_messages = 0
         self._listener: asyncio.Task | None = None
+        self._feed_switch_seen: dict[str, float] = {}
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -149,6 +150,14 @@ class ControlHub:
             return None
         return hello
 
+    async def _log_feed_switches(self, node: str, switches: list[list[str]]) -> None:
+        last = self._feed_switch_seen.get(node, 0.0)
+        for t, frm, to, reason in switches:
+            if float(t) > last:
+                await self.store.event("source_switch", node, f"{frm} -> {to}: {reason}")
+                last = float(t)
+        self._feed_switch_seen[node] = last
+
     async def _reject(self, ws: web.WebSocketResponse, code: int, reason: str, close: bool = False) -> None:
         self.rejected_messages += 1
         try:
@@ -181,6 +190,8 @@ class ControlHub:
             if isinstance(msg, m.Heartbeat):
                 self.heartbeats += 1
                 stats = msg.hall if msg.hall is not None else msg.relay
+                if msg.relay is not None and msg.relay.feed_switches:
+                    await self._log_feed_switches(node, msg.relay.feed_switches)
                 self.store.heartbeat(node, msgspec.json.encode(stats).decode() if stats else "{}")
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:

@@ -39,6 +39,10 @@ def openapi_document() -> dict:
             "/api/v1/halls/{hall}": {"get": _op("One hall", {"200": _json("Hall"), "404": _ERR}, params=[hall_param])},
             "/api/v1/relays": {"get": _op("All relays", {"200": _json("Relays")})},
             "/api/v1/tokens/media": {"post": _op("Mint a media token (WHIP/WHEP)", {"200": _json("Token"), "400": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="MediaToken")},
+            "/api/v1/source": {
+                "get": _op("The studio feeds at each origin and which is on air", {"200": _json("Source")}),
+                "post": _op("Put the primary or backup studio feed on air", {"200": _json("Switched"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "503": _ERR}, body="SourceSwitch"),
+            },
             "/api/v1/events": {"get": _op("Event and audit log (JSON, or CSV with format=csv)", {"200": _json("Events"), "400": _ERR}, params=[
                 {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
                 {"name": "kind", "in": "query", "schema": {"type": "string"}},
@@ -59,6 +63,9 @@ def openapi_document() -> dict:
                             "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
                 "Login": {"type": "object", "required": ["username", "password"], "additionalProperties": False,
                           "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                "SourceSwitch": {"type": "object", "required": ["role"], "additionalProperties": False,
+                                 "properties": {"role": {"type": "string", "enum": ["primary", "backup"]},
+                                                "stream": {"type": "string"}}},
                 "MediaToken": {"type": "object", "required": ["stream", "direction", "subject"], "additionalProperties": False,
                                "properties": {"stream": {"type": "string"}, "direction": {"type": "string", "enum": ["pub", "sub"]},
                                               "subject": {"type": "string"}, "relay": {"type": "string"},

@@ -49,8 +49,12 @@ class RelayAgent:
     def _heartbeat(self, seq: int) -> m.Heartbeat:
         st = self.core.stats()
         f = next(iter(self.followers.values()), None)
+        src = next((x for x in self.core.sources.values() if x.feeds), None)
         return m.Heartbeat(seq=seq, relay=m.RelayStats(
             **st,
+            feeds=sorted(src.feeds) if src else [],
+            active_feed=src.active_role if src else "",
+            feed_switches=[[f"{t:.3f}", a, b, r] for t, a, b, r in src.switches[-5:]] if src else [],
             upstream=f.active.upstream if f else "",
             upstream_state=f.active.state if f else "",
             upstream_backup=f.backup.upstream if f else "",
@@ -65,6 +69,9 @@ class RelayAgent:
                 f.start()
             self.core.expected.add(msg.stream)
             f.assign(msg)
+        elif isinstance(msg, m.SwitchSource):
+            if not self.core.switch_source(msg.stream, msg.role, msg.reason or "operator"):
+                log.warning("cannot switch %s to its %s feed: no such feed here", msg.stream, msg.role)
         elif isinstance(msg, m.Unassign):
             f = self.followers.pop(msg.stream, None)
             if f is not None:
@@ -78,6 +85,7 @@ class RelayAgent:
 
         def open_sink(kind, codec):
             up = src.track_for(kind, codec)
+            up.set_keyframe_requester(None)  # until the new path is up (on_active)
             up.new_upstream()
             return up.on_packet, up.on_sr
 

@@ -34,8 +34,12 @@ def make_app(settings: RelaySettings, verifier: MediaTokenVerifier | None = None
     add_routes(app, core)
     app.on_response_prepare.append(on_prepare_security_headers)
 
+    async def on_startup(app: web.Application) -> None:
+        core.start()
+
     async def on_cleanup(app: web.Application) -> None:
         await core.close()
 
+    app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -110,11 +110,17 @@ class RelayCore:
             raise _Rejected(400, str(exc)) from None
         if len(self.publishers) >= self.settings.max_publishers:
             raise _Rejected(503, "relay has reached its publisher limit", retry_after="5")
+        role = request.query.get("role", "primary")
+        if role not in ("primary", "backup"):
+            raise _Rejected(400, "role must be 'primary' or 'backup'")
         src = self.source(stream, create=True)
         assert src is not None
-        if src.publisher and src.publisher in self.publishers:
-            raise _Rejected(409, f"stream {stream} already has a publisher; DELETE it first")
-        session = PublishSession(src, claims.sub, self.settings.ice_servers)
+        if src.publisher == "upstream":
+            raise _Rejected(409, f"stream {stream} is pulled from upstream here; publish to an origin")
+        held = src.feeds.get(role)
+        if held is not None and held.session_id in self.publishers:
+            raise _Rejected(409, f"stream {stream} already has a {role} publisher; DELETE it first")
+        session = PublishSession(src, claims.sub, self.settings.ice_servers, role)
         try:
             answer = await session.accept(text)
         except SessionError as exc:
@@ -122,7 +128,7 @@ class RelayCore:
             raise _Rejected(exc.status, exc.reason) from None
         self.publishers[session.id] = session
         self._spawn(self._drop_when_failed(self.publishers, session))
-        log.info("WHIP %s published by %s (session %s)", stream, claims.sub, session.id)
+        log.info("WHIP %s: %s feed from %s (session %s)", stream, role, claims.sub, session.id)
         return web.Response(
             status=201,
             text=answer,
@@ -207,6 +213,9 @@ class RelayCore:
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Allow": "POST, DELETE, OPTIONS"})
 
+    def start(self) -> None:
+        self._spawn(self.watch_feeds())
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -216,6 +225,24 @@ class RelayCore:
             table.clear()
         for src in self.sources.values():
             src.close()
+
+    async def watch_feeds(self) -> None:
+        """Switch a stream to its backup feed when the active one stalls (origins)."""
+        while True:
+            await asyncio.sleep(self.settings.source_check_ms / 1000)
+            for src in list(self.sources.values()):
+                reason = src.check_feeds(self.settings.source_stall_ms / 1000)
+                if reason:
+                    log.warning("stream %s switched to its %s feed: %s", src.name, src.active_role, reason)
+
+    def switch_source(self, stream: str, role: str, reason: str) -> bool:
+        src = self.sources.get(stream)
+        if src is None or role not in src.feeds:
+            return False
+        if src.active_role != role:
+            src.switch_to(role, reason)
+            log.warning("stream %s switched to its %s feed: %s", stream, role, reason)
+        return True
 
     def stats(self) -> dict:
         return {

@@ -14,7 +14,7 @@ from .ice import new_peer_connection
 from .peer import keep_only_codec, wait_connected
 from .rtpin import RtpInput
 from .rtpout import RtpOutput
-from .source import Source
+from .source import Feed, Source
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,12 @@ class SessionError(Exception):
 class PublishSession:
     """A WHIP publisher feeding a Source (the studio, or a hall with the floor)."""
 
-    def __init__(self, source: Source, subject: str, ice_servers: list[str]) -> None:
+    def __init__(self, source: Source, subject: str, ice_servers: list[str], role: str = "primary") -> None:
         self.id = secrets.token_urlsafe(12)
         self.source = source
         self.subject = subject
+        self.role = role
+        self.feed = Feed(role, self.id)
         self.pc = new_peer_connection(ice_servers)
         self.inputs: list[RtpInput] = []
         self.created_at = time.time()
@@ -52,23 +54,24 @@ class PublishSession:
             if not t._codecs:
                 raise SessionError(400, f"no supported {t.kind} codec in the offer")
             t.direction = "recvonly"
-            up = self.source.track_for(t.kind, t._codecs[0])
-            inp = RtpInput(t.receiver, t.kind, up.on_packet, up.on_sr)
-            up.new_upstream()
-            up.set_keyframe_requester(inp.request_keyframe)
+            existing = self.source.tracks.get(t.kind)
+            if existing is not None and self.source.feeds and existing.codec.mimeType.lower() != t._codecs[0].mimeType.lower():
+                raise SessionError(409, f"the {t.kind} feed already on air is {existing.codec.mimeType}; "
+                                        f"a {self.role} feed must use the same codec")
+            self.source.track_for(t.kind, t._codecs[0])
+            on_packet, on_sr = self.source.feed_sink(self.feed, t.kind)
+            inp = RtpInput(t.receiver, t.kind, on_packet, on_sr)
+            self.feed.inputs[t.kind] = inp
             self.inputs.append(inp)
         if not self.inputs:
             raise SessionError(400, "offer has no audio or video to publish")
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        self.source.publisher = self.id
+        self.source.add_feed(self.feed)
         return pc.localDescription.sdp
 
     async def close(self) -> None:
-        if self.source.publisher == self.id:
-            self.source.publisher = ""
-            for up in self.source.tracks.values():
-                up.set_keyframe_requester(None)
+        self.source.remove_feed(self.feed)
         await self.pc.close()
 
 

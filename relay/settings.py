@@ -24,5 +24,7 @@ class RelaySettings(msgspec.Struct, kw_only=True):
     credential: str = ""  # node credential for the control channel
     media_public_key: str = ""  # path to the PEM public key that verifies media tokens
     heartbeat_ms: int = 1000
+    source_stall_ms: int = 200  # origin: active studio feed silent this long -> backup feed
+    source_check_ms: int = 25
     upstream_stall_s: float = 1.0  # no packet from upstream this long (no standby): resubscribe
     switch_after_ms: float = 150.0  # upstream silent this long: switch to the warm standby upstream

@@ -99,9 +99,8 @@ class PatternGenerator:
 
 
 class _StudioFeedback(RtpFeedback):
-    def __init__(self, studio: "Studio", history: dict[int, tuple[int, int, bytes]], output: RtpOutput) -> None:
+    def __init__(self, studio: "Studio", output: RtpOutput) -> None:
         self.studio = studio
-        self.history = history
         self.output = output
 
     def on_keyframe_request(self) -> None:
@@ -109,27 +108,37 @@ class _StudioFeedback(RtpFeedback):
 
     def on_nack(self, seqs: list[int]) -> None:
         for seq in seqs:
-            entry = self.history.get(seq)
+            entry = self.studio.history.get(seq)
             if entry is not None:
                 ts, marker, payload = entry
                 self.output.send(seq, ts, marker, payload)
 
 
 class Studio:
-    """Publishes the synthetic programme to `whip_url` until stopped, republishing on loss."""
+    """Publishes the synthetic programme to one or more WHIP endpoints until stopped.
+
+    The programme is encoded once and the same packets go to every endpoint (both origins
+    carry identical frames, so a hall can tell them apart by nothing but the path). Each
+    endpoint is republished on its own when it goes away.
+    """
 
     def __init__(
         self,
-        whip_url: str,
-        token: str,
+        whip_url: str | list[str],
+        token: str | list[str],
         width: int = 640,
         height: int = 360,
         fps: int = 30,
         bitrate: int = 800_000,
         ice_servers: list[str] | None = None,
+        role: str = "primary",
     ) -> None:
-        self.whip_url = whip_url
-        self.token = token
+        urls = [whip_url] if isinstance(whip_url, str) else list(whip_url)
+        tokens = [token] * len(urls) if isinstance(token, str) else list(token)
+        if role != "primary":
+            urls = [u + ("&" if "?" in u else "?") + f"role={role}" for u in urls]
+        self.targets = list(zip(urls, tokens))
+        self.whip_url = urls[0]
         self.fps = fps
         self.bitrate = bitrate
         self.ice_servers = ice_servers or []
@@ -139,33 +148,49 @@ class Studio:
         self.audio_packets_sent = 0
         self.started_at = 0.0
         self.publishes = 0
+        self.frozen = False  # test hook: stop sending (a frozen encoder)
+        self.outputs: dict[str, dict[str, RtpOutput]] = {}
+        self.history: dict[int, tuple[int, int, bytes]] = {}
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        backoff = 0.2
         async with aiohttp.ClientSession() as http:
-            while not self._stop.is_set():
-                pub = WhipPublisher(self.whip_url, self.token, self.ice_servers)
-                try:
-                    await pub.connect(http)
-                except SignallingError as exc:
-                    log.warning("studio: publish failed: %s", exc)
-                    await pub.close()
-                    if exc.status in (400, 401, 403, 404, 409, 413, 415):
-                        raise
-                    await self._sleep(exc.retry_after or backoff)
-                    backoff = min(backoff * 2, 3.0)
-                    continue
-                backoff = 0.2
-                self.publishes += 1
-                log.info("studio: publishing to %s", self.whip_url)
-                try:
-                    await self._stream(pub)
-                finally:
-                    await pub.close(http)
+            keepers = [asyncio.ensure_future(self._keep_published(http, url, tok)) for url, tok in self.targets]
+            try:
+                await self._stream()
+            finally:
+                for k in keepers:
+                    k.cancel()
+                await asyncio.gather(*keepers, return_exceptions=True)
+
+    async def _keep_published(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            pub = WhipPublisher(url, token, self.ice_servers)
+            try:
+                await pub.connect(http)
+            except SignallingError as exc:
+                log.warning("studio: publish to %s failed: %s", url, exc)
+                await pub.close()
+                await self._sleep(exc.retry_after or backoff)
+                backoff = min(backoff * 2, 3.0)
+                continue
+            backoff = 0.2
+            self.publishes += 1
+            log.info("studio: publishing to %s", url)
+            for out in pub.outputs.values():
+                out.feedback = _StudioFeedback(self, out)
+            self.outputs[url] = pub.outputs
+            self.force_keyframe = True
+            try:
+                while not self._stop.is_set() and pub.pc.connectionState == "connected":
+                    await self._sleep(0.1)
+            finally:
+                self.outputs.pop(url, None)
+                await pub.close(http)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -173,43 +198,49 @@ class Studio:
         except asyncio.TimeoutError:
             pass
 
-    async def _stream(self, pub: WhipPublisher) -> None:
-        video = pub.outputs["video"]
-        audio = pub.outputs["audio"]
-        history: dict[int, tuple[int, int, bytes]] = {}
-        video.feedback = _StudioFeedback(self, history, video)
-        venc = get_encoder(video.codec)
+    def _send(self, kind: str, seq: int, ts: int, marker: int, payload: bytes, capture_ntp: int) -> None:
+        if self.frozen:
+            return
+        for outs in list(self.outputs.values()):
+            out = outs.get(kind)
+            if out is not None:
+                out.send(seq, ts, marker, payload)
+                out.set_sr_mapping(capture_ntp, ts)
+
+    async def _stream(self) -> None:
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+        venc = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=VIDEO_CLOCK, payloadType=96))
         venc.target_bitrate = self.bitrate
-        aenc = get_encoder(audio.codec)
+        aenc = get_encoder(RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111))
         loop = asyncio.get_running_loop()
         vseq, aseq = 1000, 2000
         ts_base = 123456
         t0 = time.time()
         m0 = time.monotonic()
-        if not self.started_at:
-            self.started_at = t0
+        self.started_at = t0
         frame_no = 0
         audio_no = 0
-        tone = (np.sin(2 * np.pi * 440 * np.arange(int(AUDIO_RATE * AUDIO_PTIME)) / AUDIO_RATE) * 6000).astype(np.int16)
+        samples_per = int(AUDIO_RATE * AUDIO_PTIME)
+        tone = (np.sin(2 * np.pi * 440 * np.arange(samples_per) / AUDIO_RATE) * 6000).astype(np.int16)
         click = tone.copy()
         click[:48] = 30000
         audio_next = m0
-        while not self._stop.is_set() and pub.pc.connectionState == "connected":
+        while not self._stop.is_set():
             video_due = m0 + frame_no / self.fps
             now = time.monotonic()
-            # audio packets due before the next video frame
             while audio_next <= min(video_due, now):
                 samples = click if audio_no % 50 == 0 else tone
                 stereo = np.repeat(samples, 2).reshape(1, -1)
                 af = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
                 af.sample_rate = AUDIO_RATE
-                af.pts = audio_no * len(samples)
+                af.pts = audio_no * samples_per
                 af.time_base = fractions.Fraction(1, AUDIO_RATE)
                 payloads, _ = aenc.encode(af)
+                capture_ntp = unix_to_ntp(t0 + (audio_next - m0))
                 for p in payloads:
-                    ts = (ts_base + audio_no * len(samples)) & 0xFFFFFFFF
-                    audio.send(aseq, ts, 0, p)
-                    audio.set_sr_mapping(unix_to_ntp(t0 + (audio_next - m0)), ts)
+                    ts = (ts_base + audio_no * samples_per) & 0xFFFFFFFF
+                    self._send("audio", aseq, ts, 0, p, capture_ntp)
                     aseq = (aseq + 1) & 0xFFFF
                     self.audio_packets_sent += 1
                 audio_no += 1
@@ -224,12 +255,12 @@ class Studio:
             keyframe, self.force_keyframe = self.force_keyframe, False
             payloads, _ = await loop.run_in_executor(None, venc.encode, vf, keyframe)
             ts = (ts_base + frame_no * (VIDEO_CLOCK // self.fps)) & 0xFFFFFFFF
+            capture_ntp = unix_to_ntp(capture)
             for i, p in enumerate(payloads):
                 marker = 1 if i == len(payloads) - 1 else 0
-                video.send(vseq, ts, marker, p)
-                history[vseq] = (ts, marker, p)
-                history.pop((vseq - 512) & 0xFFFF, None)
+                self._send("video", vseq, ts, marker, p, capture_ntp)
+                self.history[vseq] = (ts, marker, p)
+                self.history.pop((vseq - 512) & 0xFFFF, None)
                 vseq = (vseq + 1) & 0xFFFF
-            video.set_sr_mapping(unix_to_ntp(capture), ts)
             frame_no += 1
             self.frames_sent += 1

@@ -51,6 +51,8 @@ class UpTrack:
         self._generation += 1
         self.history = [None] * HISTORY_SIZE
         self.sr = None
+        self._kf_pending = False  # a request to the old upstream will not be answered here
+        self._kf_last = 0.0
         for dt in self.downtracks:
             dt.reanchor()
         if self.waiting:

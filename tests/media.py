@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -16,6 +17,7 @@ class Counts:
     packets: dict = field(default_factory=lambda: {"audio": 0, "video": 0})
     frames: int = 0
     seqs: list = field(default_factory=list)
+    arrivals: list = field(default_factory=list)  # monotonic arrival time of each video packet
 
 
 def counting_sinks(counts: Counts):
@@ -24,6 +26,7 @@ def counting_sinks(counts: Counts):
             counts.packets[kind] += 1
             if kind == "video":
                 counts.seqs.append(packet.sequence_number)
+                counts.arrivals.append(time.monotonic())
                 if packet.marker:
                     counts.frames += 1
 

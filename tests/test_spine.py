@@ -85,7 +85,8 @@ async def test_hall_daemon_reconnects_after_its_relay_restarts(start_orchestrato
         await wait_for(lambda: hall.stats().frames_received >= before + 30, 20, what="frames after the relay restarted")
         st = hall.stats()
         assert st.reconnects >= 1 and st.relay == "origin-1"
-        assert st.frames_received >= 0.9 * st.frames_expected
+        # programme frames missed are those sent while the relay was down (about a second or two)
+        assert 0 < st.frames_missing <= 90 and st.frames_received + st.frames_missing >= 0.95 * st.frames_expected
         await a2.stop()
     finally:
         await hall.stop()
