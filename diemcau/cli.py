@@ -203,6 +203,14 @@ def _drill(args: argparse.Namespace) -> None:
     sys.exit(run_drill(args))
 
 
+def _bench(args: argparse.Namespace, rest: list[str]) -> None:
+    if args.what == "fanout":
+        from relay.bench import main as fanout
+
+        sys.exit(fanout(rest))
+    sys.exit(f"unknown benchmark {args.what}")
+
+
 def _check(args: argparse.Namespace) -> None:
     from diemcau.topology import load_profile, load_topology
     from relay.compat import check_aiortc
@@ -275,12 +283,22 @@ def main(argv: list[str] | None = None) -> None:
     dr.add_argument("--ready-timeout", type=float, default=120.0)
     dr.set_defaults(fn=_drill)
 
+    b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`",
+                       add_help=False)
+    b.add_argument("what", choices=["fanout"])
+    b.set_defaults(fn=None)
+
     c = sub.add_parser("check", help="check aiortc internals, topology and profile")
     c.add_argument("--topology")
     c.add_argument("--profile", default="local")
     c.set_defaults(fn=_check)
 
-    args = p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if args.cmd == "bench":
+        _bench(args, rest)
+        return
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     args.fn(args)
 
 

@@ -24,6 +24,10 @@ Three measurements, one after the other so they never share the CPU:
    collapses when subscribers get fewer than 90 % of the studio's frames or its CPU exceeds 190 %.
 
 Every peer connection has an explicit empty ICE server list and loopback-only host candidates.
+Each window also records the whole machine's CPU use and the share of processes outside the
+benchmark (``other_processes_cpu_pct``), since a shared machine disturbs latency figures.
+Subscriber processes (not measured) receive into 64 KiB buffers instead of asyncio's 256 KiB,
+which costs an mmap/mremap/munmap per datagram; the measured processes keep the default.
 
     python -m relay.bench --subscribers 70 --seconds 10 --json
 """
