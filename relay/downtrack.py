@@ -23,7 +23,9 @@ class DownTrack(RtpFeedback):
         self.ts_offset = 0
         self.last_seq = random.randrange(0, 32768)  # out seq of the last packet sent
         self.last_ts = random.randrange(0, 1 << 32)
-        self.last_sent_at = 0.0
+        self.sent_any = False
+        self._previous_arrival = 0.0
+        self._paused_at = 0.0
         self.retransmits = 0
         self.keyframe_requests = 0
         self.fraction_lost = 0
@@ -32,7 +34,7 @@ class DownTrack(RtpFeedback):
         self._waiting_since = time.monotonic()
         output.feedback = self
 
-    def write(self, seq: int, ts: int, marker: int, payload: bytes, keyframe: bool) -> None:
+    def write(self, seq: int, ts: int, marker: int, payload: bytes, keyframe: bool, send_time: bytes | None = None) -> None:
         if self.paused:
             return
         if not self.started:
@@ -45,15 +47,18 @@ class DownTrack(RtpFeedback):
             self._anchor(seq, ts)
         out_seq = (seq + self.seq_offset) & 0xFFFF
         out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
-        if self.output.send(out_seq, out_ts, marker, payload):
+        if self.output.send(out_seq, out_ts, marker, payload, send_time):
             self.last_seq = out_seq
             self.last_ts = out_ts
-            self.last_sent_at = time.monotonic()
+            self.sent_any = True
 
     def _anchor(self, seq: int, ts: int) -> None:
         """Start (or restart) here: continue our own seq and timestamp lines without a jump back."""
+        # The wall time since the last packet we sent went out is about the time since the
+        # upstream's previous packet (our sends follow its arrivals), measured once per packet.
         now = time.monotonic()
-        gap = 0 if not self.last_sent_at else int((now - self.last_sent_at) * self.up.clock_rate)
+        last = self._previous_arrival
+        gap = int((now - last) * self.up.clock_rate) if (self.sent_any and last) else 0
         self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
         self.ts_offset = (self.last_ts + max(gap, 1) - ts) & 0xFFFFFFFF
         self.started = True
@@ -63,19 +68,30 @@ class DownTrack(RtpFeedback):
 
     def reanchor(self) -> None:
         """The upstream changed: wait for its next keyframe and keep our lines continuous."""
+        self._previous_arrival = self.up.last_packet_at
         if self.started:
             self.started = False
             self.up.waiting += 1
             self._waiting_since = time.monotonic()
 
     def pause(self) -> None:
-        self.paused = True
+        if not self.paused:
+            self.paused = True
+            self._paused_at = time.monotonic()
 
     def resume(self) -> None:
-        """Start forwarding (a standby path becomes active): from the next keyframe, asked for now."""
+        """Start forwarding (a standby path becomes active): from the next keyframe, asked for now.
+
+        Sequence numbers continue from the last packet sent before the pause, so the
+        subscriber sees no loss to NACK; timestamps advance by the time paused.
+        """
         if not self.paused:
             return
         self.paused = False
+        if self.started:
+            self.started = False
+            self.up.waiting += 1
+            self._previous_arrival = self._paused_at
         self._waiting_since = time.monotonic()
         self.up.request_keyframe()
 

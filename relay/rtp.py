@@ -94,6 +94,11 @@ def build_packet(
     return _HEADER.pack(b0, (marker << 7) | pt, seq, ts, ssrc) + ext + payload
 
 
+def abs_send_time() -> bytes:
+    """The 3-byte abs-send-time value (6.18 fixed-point seconds) for now."""
+    return ((ntp_now() >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+
+
 def abs_send_time_ext(ext_id: int) -> bytes:
     """A one-byte-header extension block carrying abs-send-time (6.18 fixed point, now)."""
     ast = (ntp_now() >> 14) & 0x00FFFFFF

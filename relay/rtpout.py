@@ -28,7 +28,7 @@ from aiortc.rtp import (
 )
 
 from . import compat
-from .rtp import ABS_SEND_TIME_URI, abs_send_time_ext, build_packet
+from .rtp import _HEADER, ABS_SEND_TIME_URI, abs_send_time
 
 
 class IdleTrack(MediaStreamTrack):
@@ -77,10 +77,12 @@ class RtpOutput:
         self._dtls = sender.transport
         compat.check_live(sender, compat.SENDER_PRIVATE)
         self._sender_dict = sender.__dict__
-        self._ast_id = 0
+        self._ext_prefix = b""
         for ext in transceiver._headerExtensions:
             if ext.uri == ABS_SEND_TIME_URI:
-                self._ast_id = ext.id
+                self._ext_prefix = b"\xbe\xde\x00\x01" + bytes(((ext.id << 4) | 2,))
+        self._udp = None  # the ICE pair's socket transport and peer address, resolved once
+        self._addr = None
         self.packets = 0
         self.octets = 0
         self.dropped = 0
@@ -98,27 +100,49 @@ class RtpOutput:
         d = self._sender_dict
         d["_RTCRtpSender__ntp_timestamp"] = ntp
         d["_RTCRtpSender__rtp_timestamp"] = rtp_ts
+        self._sync_counts()
 
-    def send(self, seq: int, ts: int, marker: int, payload: bytes) -> bool:
-        """Send one packet now; False if not connected or dropped for backlog."""
-        dtls = self._dtls
-        if dtls._state is not State.CONNECTED:
-            return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return False
-        udp = pair.protocol.transport
-        if self.kind == "video" and udp.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
-            self.dropped += 1
-            return False
-        ext = abs_send_time_ext(self._ast_id) if self._ast_id else b""
-        data = build_packet(self.pt, marker, seq & 0xFFFF, ts & 0xFFFFFFFF, self.ssrc, payload, ext)
-        udp.sendto(dtls._tx_srtp.protect(data), pair.remote_addr)
-        self.packets += 1
-        self.octets += len(payload)
+    def _sync_counts(self) -> None:
+        # aiortc's RTCP loop reads these about once a second; not worth a write per packet
         d = self._sender_dict
         d["_RTCRtpSender__packet_count"] = self.packets
         d["_RTCRtpSender__octet_count"] = self.octets
+
+    def _resolve(self) -> bool:
+        pair = self._dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        self._udp = pair.protocol.transport
+        self._addr = pair.remote_addr
+        return True
+
+    def send(self, seq: int, ts: int, marker: int, payload: bytes, send_time: bytes | None = None) -> bool:
+        """Send one packet now; False if not connected or dropped for backlog.
+
+        `send_time` is the 3-byte abs-send-time, computed once per packet by the caller for
+        all its subscribers (computed here if not given).
+        """
+        dtls = self._dtls
+        if dtls._state is not State.CONNECTED:
+            return False
+        udp = self._udp
+        if udp is None or udp.is_closing():
+            if not self._resolve():
+                return False
+            udp = self._udp
+        if self.kind == "video" and udp.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
+            self.dropped += 1
+            return False
+        if self._ext_prefix:
+            ext = self._ext_prefix + (send_time or abs_send_time())
+            data = _HEADER.pack(0x90, (marker << 7) | self.pt, seq & 0xFFFF, ts & 0xFFFFFFFF, self.ssrc) + ext + payload
+        else:
+            data = _HEADER.pack(0x80, (marker << 7) | self.pt, seq & 0xFFFF, ts & 0xFFFFFFFF, self.ssrc) + payload
+        udp.sendto(dtls._tx_srtp.protect(data), self._addr)
+        self.packets += 1
+        self.octets += len(payload)
+        if not self.packets & 63:
+            self._sync_counts()
         return True
 
     async def _handle_rtcp(self, packet) -> None:

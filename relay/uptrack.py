@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from .rtp import keyframe_detector
+from .rtp import abs_send_time, keyframe_detector
 
 HISTORY_SIZE = 1024  # packets kept for retransmission to subscribers (a power of two)
 KEYFRAME_MIN_INTERVAL_S = 0.05  # never more than one upstream keyframe request per this
@@ -72,8 +72,9 @@ class UpTrack:
                 self._kf_pending = False
         else:
             keyframe = True
+        send_time = abs_send_time()  # once per packet, for every subscriber
         for dt in self.downtracks:
-            dt.write(seq, ts, marker, payload, keyframe)
+            dt.write(seq, ts, marker, payload, keyframe, send_time)
 
     def on_sr(self, ntp: int, rtp_ts: int) -> None:
         self.sr = (ntp, rtp_ts)
