@@ -171,6 +171,7 @@ def _studio(args: argparse.Namespace) -> None:
                 tmp = Path(args.stats_file + ".tmp")
                 tmp.write_text(json.dumps({
                     "frames_sent": studio.frames_sent, "audio_packets_sent": studio.audio_packets_sent,
+                    "frames_dropped": studio.frames_dropped,
                     "started_at": studio.started_at, "fps": args.fps, "at": time.time(),
                     "publishes": studio.publishes,
                 }))

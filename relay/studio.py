@@ -145,6 +145,7 @@ class Studio:
         self.pattern = PatternGenerator(width, height)
         self.force_keyframe = True
         self.frames_sent = 0
+        self.frames_dropped = 0  # capture slots skipped because the studio was starved of CPU
         self.audio_packets_sent = 0
         self.started_at = 0.0
         self.publishes = 0
@@ -229,6 +230,17 @@ class Studio:
         while not self._stop.is_set():
             video_due = m0 + frame_no / self.fps
             now = time.monotonic()
+            # Like a capture device, never fall behind real time: a starved studio drops
+            # frames (and audio blocks) rather than sending old ones late.
+            if now - video_due > 2 / self.fps:
+                skipped = int((now - video_due) * self.fps)
+                frame_no += skipped
+                self.frames_dropped += skipped
+                video_due = m0 + frame_no / self.fps
+            if now - audio_next > 3 * AUDIO_PTIME:
+                lag = int((now - audio_next) / AUDIO_PTIME)
+                audio_no += lag
+                audio_next = m0 + audio_no * AUDIO_PTIME
             while audio_next <= min(video_due, now):
                 samples = click if audio_no % 50 == 0 else tone
                 stereo = np.repeat(samples, 2).reshape(1, -1)
