@@ -7,7 +7,7 @@ const I18N = {
         layer: "Lớp", bitrate: "kbps", loss: "Mất gói %", rtt: "RTT", fps: "fps", freezes: "Đứng hình/phút",
         latency: "Trễ ms", last_seen: "Lần cuối", on_air: "Đang phát", degraded: "Suy giảm", dark: "Mất tín hiệu",
         connecting: "Đang kết nối", audio_only: "Chỉ âm thanh", on_backup: "Đường dự phòng", alive: "hoạt động", dead: "chết",
-        bad_login: "Sai tên đăng nhập hoặc mật khẩu", summary: "điểm cầu đang phát" },
+        bad_login: "Sai tên đăng nhập hoặc mật khẩu", summary: "điểm cầu đang phát", standby: "Dự phòng" },
   en: { login_title: "Operator login", username: "Username", password: "Password", login: "Log in",
         logout: "Log out", relays: "Relays", relay: "Relay", role: "Role", region: "Region",
         health: "Health", halls: "Halls", subscribers: "Subscribers", upstream: "Upstream",
@@ -15,7 +15,7 @@ const I18N = {
         layer: "Layer", bitrate: "kbps", loss: "Loss %", rtt: "RTT", fps: "fps", freezes: "Freezes/min",
         latency: "Latency ms", last_seen: "Last seen", on_air: "On air", degraded: "Degraded", dark: "Dark",
         connecting: "Connecting", audio_only: "Audio only", on_backup: "On backup", alive: "alive", dead: "dead",
-        bad_login: "Wrong username or password", summary: "halls on air" },
+        bad_login: "Wrong username or password", summary: "halls on air", standby: "Standby" },
 };
 let lang = localStorage.getItem("dc_lang") || "vi";
 let board = null;
@@ -39,17 +39,22 @@ function num(v, digits = 0) { return v === undefined || v === null || v < 0 ? "�
 function render(b) {
   const regions = ["north", "central", "south"];
   const html = regions.map((r) => {
-    const rows = b.halls.filter((h) => h.region === r).map((h) => `
+    const rows = b.halls.filter((h) => h.region === r).map((h) => {
+      const live = h.state !== "dark";  // a dark hall's last figures are history, not state
+      const v = (x, d) => (live ? num(x, d) : "–");
+      return `
       <tr data-hall="${esc(h.id)}" data-state="${esc(h.state)}">
         <td>${esc(h.id)}</td><td class="name">${esc(h.name)}</td>
         <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span></td>
         <td>${esc(h.relay || h.assigned_relay || "–")}</td>
-        <td>${num(h.bitrate_kbps)}</td><td>${num(h.loss_pct, 2)}</td><td>${num(h.fps)}</td>
-        <td>${num(h.freezes)}</td><td>${num(h.latency_ms_p50)}</td>
+        <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" ? "" : " …") : "–")}</td>
+        <td>${v(h.bitrate_kbps)}</td><td>${v(h.loss_pct, 2)}</td><td>${v(h.fps)}</td>
+        <td>${v(h.freezes)}</td><td>${v(h.latency_ms_p50)}</td>
         <td>${h.last_seen_ms == null ? "–" : (h.last_seen_ms / 1000).toFixed(1) + " s"}</td>
-      </tr>`).join("");
+      </tr>`;
+    }).join("");
     return `<div class="region" data-region="${r}"><h2>${esc(t(r))}</h2><table><thead><tr>
-      <th>ID</th><th>${t("hall")}</th><th>${t("state")}</th><th>${t("relay")}</th><th>${t("bitrate")}</th>
+      <th>ID</th><th>${t("hall")}</th><th>${t("state")}</th><th>${t("relay")}</th><th>${t("standby")}</th><th>${t("bitrate")}</th>
       <th>${t("loss")}</th><th>${t("fps")}</th><th>${t("freezes")}</th><th>${t("latency")}</th><th>${t("last_seen")}</th>
       </tr></thead><tbody>${rows}</tbody></table></div>`;
   }).join("");

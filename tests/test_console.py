@@ -1,0 +1,67 @@
+"""The operator console in a real browser (Debian's Chromium through Playwright)."""
+
+import asyncio
+import shutil
+
+import aiohttp
+import pytest
+
+from diemcau import messages as m
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-ui-for-media-stream",
+         "--use-fake-device-for-media-stream", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+         "--allow-loopback-in-peer-connection"]
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+
+    if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
+        pytest.fail("Chromium is not installed: apt-get install -y chromium")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        await b.close()
+
+
+async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchestrator, browser):
+    orch = await start_orchestrator(board_interval_ms=250)
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    await page.goto(orch.url + "/console/")
+    await page.fill("input[name=password]", "not-the-password")
+    await page.click("form#login button[type=submit]")
+    await page.wait_for_selector("#login-error:has-text('Sai')", timeout=5000)
+    await page.fill("input[name=password]", orch.password)
+    await page.click("form#login button[type=submit]")
+    await page.wait_for_selector("tr[data-hall]", timeout=10000)
+    assert await page.locator("tr[data-hall]").count() == 70
+    assert await page.locator("div.region").count() == 3
+    assert "Hội trường" in await page.locator("tr[data-hall='HN-01'] td.name").inner_text()
+
+    # a hall registers and reports media: it turns "on air" on the page; it goes away: "dark"
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(orch.control_url, headers={"Authorization": f"Bearer {orch.credential('HN-01')}"})
+        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+        await ws.receive()
+
+        async def beat():
+            seq = 0
+            while True:
+                seq += 1
+                await ws.send_bytes(m.encode(m.Heartbeat(seq=seq, hall=m.HallStats(
+                    state="receiving", relay="north-1", frames_received=seq * 15, fps=30.0, bitrate_kbps=850.0))))
+                await asyncio.sleep(0.5)
+
+        task = asyncio.ensure_future(beat())
+        await page.wait_for_selector("tr[data-hall='HN-01'][data-state='on_air']", timeout=3000)
+        task.cancel()
+        await ws.close()
+        await page.wait_for_selector("tr[data-hall='HN-01'][data-state='dark']", timeout=4000)
+
+    # labels switch between Vietnamese and English
+    await page.click("#lang")
+    await page.wait_for_selector("div.region h2:has-text('North')", timeout=2000)
+    await page.screenshot(path=str(__import__("pathlib").Path(__file__).parent.parent / "docs" / "console-board.png"))
