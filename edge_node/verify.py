@@ -65,6 +65,7 @@ class TrackVerifier:
         self.frames = 0
         self.frames_incomplete = 0
         self.frames_missing = 0  # origin frames never completed here (picture-id gaps)
+        self.duplicates = 0  # frames received twice (catch-up replay after a path switch)
         self.first_frame_at = 0.0
         self.last_packet_at = 0.0
         self.latency = LatencyHistogram()
@@ -153,6 +154,11 @@ class TrackVerifier:
         if not ok:
             self.frames_incomplete += 1
             return
+        if self.kind == "video" and pid is not None and self._pid_last is not None:
+            step = (pid - self._pid_last) & 0x7FFF
+            if step == 0 or 0x4000 <= step:
+                self.duplicates += 1  # a frame we already have, replayed by a woken standby
+                return
         if self.kind == "video":
             self.frames += 1
             self.frame_times.append(now)

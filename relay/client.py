@@ -130,8 +130,6 @@ class WhepSubscriber:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise SignallingError(0, f"cannot reach {self.resource}: {exc}") from None
         self.standby = not active
-        if active:
-            await self.request_keyframe()
 
     async def request_keyframe(self) -> None:
         inp = self.inputs.get("video")

@@ -9,6 +9,7 @@ from .rtpout import RtpFeedback, RtpOutput
 from .uptrack import UpTrack
 
 KEYFRAME_RETRY_S = 1.0  # while waiting for a keyframe, re-ask upstream this often
+CATCH_UP_S = 0.6  # a woken standby replays this much recent video instead of waiting for a keyframe
 
 
 class DownTrack(RtpFeedback):
@@ -27,6 +28,7 @@ class DownTrack(RtpFeedback):
         self._previous_arrival = 0.0
         self._paused_at = 0.0
         self.retransmits = 0
+        self.caught_up = 0  # packets replayed when a standby was woken
         self.keyframe_requests = 0
         self.fraction_lost = 0
         self.jitter = 0
@@ -79,11 +81,15 @@ class DownTrack(RtpFeedback):
             self.paused = True
             self._paused_at = time.monotonic()
 
-    def resume(self) -> None:
-        """Start forwarding (a standby path becomes active): from the next keyframe, asked for now.
+    def resume(self, catch_up_s: float = CATCH_UP_S) -> None:
+        """Start forwarding (a standby path becomes active).
 
-        Sequence numbers continue from the last packet sent before the pause, so the
-        subscriber sees no loss to NACK; timestamps advance by the time paused.
+        Video catches up instead of waiting for a keyframe: every relay carries the origin's
+        identical encoded frames, so the subscriber's decoder, fed until a moment ago by its
+        other path, continues from the frames it missed. We replay the last `catch_up_s` of
+        them (the subscriber drops those it already has, by the encoder's picture id) and go
+        on live. Without enough history we fall back to the next keyframe. Sequence numbers
+        continue from the last packet sent before any pause.
         """
         if not self.paused:
             return
@@ -93,7 +99,20 @@ class DownTrack(RtpFeedback):
             self.up.waiting += 1
             self._previous_arrival = self._paused_at
         self._waiting_since = time.monotonic()
-        self.up.request_keyframe()
+        if self.up.kind != "video":
+            return  # audio starts on the next packet
+        replay = self.up.recent(time.monotonic() - catch_up_s) if catch_up_s > 0 else []
+        if not replay or not self.output.ready:
+            self.up.request_keyframe()
+            return
+        self._anchor(replay[0][0], replay[0][1])
+        for seq, ts, marker, payload, _ in replay:
+            out_seq = (seq + self.seq_offset) & 0xFFFF
+            out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+            if self.output.send(out_seq, out_ts, marker, payload):
+                self.last_seq, self.last_ts = out_seq, out_ts
+                self.sent_any = True
+        self.caught_up += len(replay)
 
     def on_upstream_sr(self, ntp: int, rtp_ts: int) -> None:
         if self.started:
@@ -116,7 +135,7 @@ class DownTrack(RtpFeedback):
         for out_seq in seqs:
             entry = self.up.lookup((out_seq - self.seq_offset) & 0xFFFF)
             if entry is not None:
-                _, ts, marker, payload = entry
+                _, ts, marker, payload, _ = entry
                 if self.output.send(out_seq, (ts + self.ts_offset) & 0xFFFFFFFF, marker, payload):
                     self.retransmits += 1
 

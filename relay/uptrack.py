@@ -29,7 +29,9 @@ class UpTrack:
         self.codec = codec
         self.clock_rate = codec.clockRate
         self._is_keyframe = keyframe_detector(codec.mimeType)
-        self.history: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY_SIZE
+        # (seq, ts, marker, payload, arrival monotonic time), indexed by seq
+        self.history: list[tuple[int, int, int, bytes, float] | None] = [None] * HISTORY_SIZE
+        self.last_seq: int | None = None
         self.downtracks: list = []
         self.waiting = 0  # downtracks waiting for a keyframe
         self.sr: tuple[int, int] | None = None  # upstream (ntp, rtp) mapping
@@ -50,6 +52,7 @@ class UpTrack:
         """The input now comes from another upstream: every downtrack re-anchors at a keyframe."""
         self._generation += 1
         self.history = [None] * HISTORY_SIZE
+        self.last_seq = None
         self.sr = None
         self._kf_pending = False  # a request to the old upstream will not be answered here
         self._kf_last = 0.0
@@ -64,8 +67,9 @@ class UpTrack:
         marker = packet.marker
         payload = packet.payload
         self.packets_in += 1
-        self.last_packet_at = time.monotonic()
-        self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload)
+        now = self.last_packet_at = time.monotonic()
+        self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload, now)
+        self.last_seq = seq
         if (self.waiting or self._kf_pending) and self._is_keyframe is not None:
             keyframe = self._is_keyframe(payload)
             if keyframe:
@@ -81,7 +85,34 @@ class UpTrack:
         for dt in self.downtracks:
             dt.on_upstream_sr(ntp, rtp_ts)
 
-    def lookup(self, seq: int) -> tuple[int, int, int, bytes] | None:
+    def recent(self, since: float) -> list[tuple[int, int, int, bytes, float]]:
+        """Packets that arrived at or after `since`, oldest first, starting on a frame boundary.
+
+        Empty if the history does not reach back that far without a hole (then a standby
+        must wait for a keyframe instead of catching up).
+        """
+        if self.last_seq is None:
+            return []
+        out = []
+        seq = self.last_seq
+        for _ in range(HISTORY_SIZE):
+            entry = self.history[seq & (HISTORY_SIZE - 1)]
+            if entry is None or entry[0] != seq:
+                return []  # a hole: cannot replay contiguously
+            out.append(entry)
+            if entry[4] < since:
+                break
+            seq = (seq - 1) & 0xFFFF
+        else:
+            return []
+        out.reverse()
+        # start right after a frame's last packet (marker), so the replay begins with a whole frame
+        for i, entry in enumerate(out[:-1]):
+            if entry[2]:
+                return out[i + 1 :]
+        return []
+
+    def lookup(self, seq: int) -> tuple[int, int, int, bytes, float] | None:
         entry = self.history[seq & (HISTORY_SIZE - 1)]
         if entry is not None and entry[0] == seq:
             return entry

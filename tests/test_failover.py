@@ -28,7 +28,7 @@ def _spawn_relay(orch, secrets, relay_id, region, port):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def test_hall_switches_to_its_warm_standby_within_250ms_when_its_relay_is_killed(
+async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its_relay_is_killed(
         start_orchestrator, start_relay, signer, secrets_dir):
     orch = await start_orchestrator()
     origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
@@ -47,6 +47,7 @@ async def test_hall_switches_to_its_warm_standby_within_250ms_when_its_relay_is_
         primary, backup = hall.stats().relay, hall.stats().backup
         frames_before = hall.stats().frames_received
         switches_before = hall.stats().switches
+        missing_before = hall.stats().frames_missing
         killed_at = time.time()
         procs[primary].send_signal(signal.SIGKILL)
         await wait_for(lambda: hall.stats().relay == backup and hall.stats().frames_received > frames_before + 30,
@@ -56,6 +57,8 @@ async def test_hall_switches_to_its_warm_standby_within_250ms_when_its_relay_is_
         assert st.switches == switches_before + 1
         print(f"gap after kill: {max(gaps_after, default=0):.0f} ms, frames missing {st.frames_missing}")
         assert max(gaps_after, default=0) <= 400  # the drill measures the 250 ms target on 70 halls
+        # the woken standby replays what the hall missed: no programme frame is lost
+        assert st.frames_missing == missing_before
         # the orchestrator notices and gives the hall a new standby (the origin is all that is left)
         await wait_for(lambda: hall.stats().backup == "origin-1" and hall.stats().backup_state == "standby",
                        10, what="a new standby")
