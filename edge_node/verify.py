@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from relay.rtp import ntp_to_unix
+from relay.rtp import ntp_to_unix, vp8_picture_id
 
 LATENCY_BUCKETS = 10_000  # 1 ms buckets; anything above lands in the last
 GAP_RECORD_MS = 100.0  # gaps between complete frames longer than this are kept (bounded)
@@ -40,16 +40,6 @@ class LatencyHistogram:
             if acc >= target:
                 return float(i)
         return float(LATENCY_BUCKETS - 1)
-
-
-def vp8_picture_id(payload: bytes) -> int | None:
-    """The 7- or 15-bit picture id of a VP8 RTP payload descriptor, if present."""
-    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
-        return None
-    b = payload[2]
-    if b & 0x80:
-        return ((b & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
-    return b & 0x7F
 
 
 class TrackVerifier:

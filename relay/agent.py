@@ -84,16 +84,21 @@ class RelayAgent:
         assert src is not None
 
         def open_sink(kind, codec):
+            first = kind not in src.tracks
             up = src.track_for(kind, codec)
             up.set_keyframe_requester(None)  # until the new path is up (on_active)
-            up.new_upstream()
+            if first:
+                up.new_upstream()
+            else:
+                up.continue_upstream()  # same origin stream by another path: no keyframe wait
             return up.on_packet, up.on_sr
 
         def on_active(follower) -> None:
             up = src.tracks.get("video")
             if up is not None and follower.sub is not None:
                 up.set_keyframe_requester(follower.sub.request_keyframe)
-                up.request_keyframe()
+                if up.waiting:
+                    up.request_keyframe()
             src.publisher = "upstream"
 
         async def on_lost(upstream: str, reason: str) -> None:

@@ -49,6 +49,16 @@ def vp8_is_keyframe_start(payload: bytes) -> bool:
     return not (payload[pos] & 0x01)  # P bit 0 means keyframe
 
 
+def vp8_picture_id(payload: bytes) -> int | None:
+    """The 7- or 15-bit picture id of a VP8 RTP payload descriptor, if present (RFC 7741)."""
+    if len(payload) < 3 or not payload[0] & 0x80 or not payload[1] & 0x80:
+        return None
+    b = payload[2]
+    if b & 0x80:
+        return ((b & 0x7F) << 8) | payload[3] if len(payload) > 3 else None
+    return b & 0x7F
+
+
 def h264_is_keyframe_start(payload: bytes) -> bool:
     """True if this H.264 RTP payload (RFC 6184) starts an IDR access unit (SPS or IDR)."""
     if not payload:

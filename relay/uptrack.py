@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from .rtp import abs_send_time, keyframe_detector
+from .rtp import abs_send_time, keyframe_detector, vp8_picture_id
 
 HISTORY_SIZE = 1024  # packets kept for retransmission to subscribers (a power of two)
 KEYFRAME_MIN_INTERVAL_S = 0.05  # never more than one upstream keyframe request per this
@@ -44,12 +44,40 @@ class UpTrack:
         self._kf_timer: asyncio.TimerHandle | None = None
         self._kf_pending = False  # a request is out and its keyframe has not passed yet
         self._generation = 0  # increases when the upstream changes (new seq/ts space)
+        self._pid_of = vp8_picture_id if codec.mimeType.lower() == "video/vp8" else None
+        self._last_pid: int | None = None  # picture id of the last frame forwarded
+        self._joining = False  # after continue_upstream(): looking for the next frame to forward
+        self._dropping = False  # inside a frame already forwarded
 
     def set_keyframe_requester(self, requester: Callable[[], Awaitable[None]] | None) -> None:
         self._requester = requester
 
+    def continue_upstream(self) -> None:
+        """The same encoded stream now arrives by another path (another relay of the same origin).
+
+        Frames are identified by the encoder's picture id (VP8): frames already forwarded are
+        dropped, and subscribers re-anchor on the very next frame, keyframe or not, since their
+        decoders hold every reference frame. If the new path skips a frame, or the codec has
+        no picture id, this falls back to new_upstream() (wait for a keyframe).
+        """
+        if self.kind == "video" and (self._pid_of is None or self._last_pid is None):
+            self.new_upstream()
+            return
+        self._generation += 1
+        self.history = [None] * HISTORY_SIZE
+        self.last_seq = None
+        self.sr = None
+        self._kf_pending = False
+        self._kf_last = 0.0
+        for dt in self.downtracks:
+            dt.reanchor()
+        self._joining = self.kind == "video"
+        self._dropping = False
+
     def new_upstream(self) -> None:
         """The input now comes from another upstream: every downtrack re-anchors at a keyframe."""
+        self._joining = False
+        self._dropping = False
         self._generation += 1
         self.history = [None] * HISTORY_SIZE
         self.last_seq = None
@@ -70,6 +98,28 @@ class UpTrack:
         now = self.last_packet_at = time.monotonic()
         self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, marker, payload, now)
         self.last_seq = seq
+        if self._pid_of is not None and payload and payload[0] & 0x10 and not payload[0] & 0x07:
+            pid = self._pid_of(payload)  # first packet of a frame
+            if self._joining and pid is not None and self._last_pid is not None:
+                step = (pid - self._last_pid) & 0x7FFF
+                if step == 0 or step >= 0x4000:
+                    self._dropping = True  # a frame we forwarded already (the new path's catch-up)
+                    return
+                self._dropping = False
+                self._joining = False
+                if step == 1:
+                    self._last_pid = pid
+                    send_time = abs_send_time()
+                    for dt in self.downtracks:  # re-anchor right here: decoders have frame pid-1
+                        dt.write(seq, ts, marker, payload, True, send_time)
+                    return
+                self.new_upstream()  # the new path skipped frames: only a keyframe will do
+            if pid is not None:
+                self._last_pid = pid
+        elif self._dropping:
+            return
+        elif self._joining and self.kind == "video":
+            return  # not yet at a frame boundary on the new path
         if (self.waiting or self._kf_pending) and self._is_keyframe is not None:
             keyframe = self._is_keyframe(payload)
             if keyframe:
