@@ -29,6 +29,7 @@ OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, sta
 WATCH_INTERVAL_S = 0.02
 MAX_TICK_LAG_S = 0.03
 SWITCH_HOLDOFF_S = 3.0
+HOLDOFF_FACTOR = 2.0  # within the hold-off after a switch, a switch back needs this many times the silence
 STANDBY_JITTER_S = (0.5, 5.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
 
 
@@ -179,7 +180,7 @@ class DualPath:
         """
         while True:
             a = self.active
-            threshold = self.switch_after_s if time.monotonic() >= self._holdoff_until else self.stall_s
+            threshold = self.switch_after_s if time.monotonic() >= self._holdoff_until else HOLDOFF_FACTOR * self.switch_after_s
             due = max(a._last_packet + threshold, time.monotonic() + 0.005)
             planned = due
             await asyncio.sleep(due - time.monotonic())
