@@ -80,7 +80,7 @@ def _edge(args: argparse.Namespace) -> None:
 
     async def start() -> None:
         d = HallDaemon(settings)
-        d.start()
+        await d.start_async()
         daemon.append(d)
 
     async def stop() -> None:
@@ -212,6 +212,12 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> None:
     sys.exit(f"unknown benchmark {args.what}")
 
 
+def _loadtest(args: argparse.Namespace) -> None:
+    from loadtest.run import run_loadtest
+
+    sys.exit(run_loadtest(args))
+
+
 def _check(args: argparse.Namespace) -> None:
     from diemcau.topology import load_profile, load_topology
     from relay.compat import check_aiortc
@@ -288,6 +294,12 @@ def main(argv: list[str] | None = None) -> None:
                        add_help=False)
     b.add_argument("what", choices=["fanout"])
     b.set_defaults(fn=None)
+
+    lt = sub.add_parser("loadtest", help="participants as real WebRTC peers at the halls, with faults")
+    lt.add_argument("scenario", help="a name in loadtest/scenarios/ (smoke, summit-1000) or a TOML path")
+    lt.add_argument("--report", required=True)
+    lt.add_argument("--profile", default="local")
+    lt.set_defaults(fn=_loadtest)
 
     c = sub.add_parser("check", help="check aiortc internals, topology and profile")
     c.add_argument("--topology")

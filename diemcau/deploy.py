@@ -189,6 +189,8 @@ class Deployment:
             "DIEMCAU_EDGE_ORCHESTRATOR_URL": f"ws://{self.host}:{self.orch_port}/api/v1/control",
             "DIEMCAU_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
             "DIEMCAU_EDGE_ICE_ADDRESSES": ",".join(self.profile.deployment.ice_addresses),
+            "DIEMCAU_EDGE_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
+            "DIEMCAU_EDGE_VIEWERS_HOST": self.host,
         }
         group = per_process or len(hall_ids) or 1
         for i in range(0, len(hall_ids), group):

@@ -59,6 +59,7 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     freezes: int = 0
     last_media_ms_ago: float = -1.0
     reconnects: int = 0
+    viewers: int = 0  # local WHEP viewers at the hall
 
 
 class RelayStats(msgspec.Struct, omit_defaults=True):

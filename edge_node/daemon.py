@@ -38,6 +38,8 @@ class HallDaemon:
             self._on_message, settings.heartbeat_ms,
         )
         self._tasks: list[asyncio.Task] = []
+        self.stream = "programme"
+        self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
 
     def _sinks(self, kind: str, codec):
         # Counters survive resubscription: the hall's record covers the whole run.
@@ -46,10 +48,32 @@ class HallDaemon:
             v = self.verifiers[kind] = TrackVerifier(kind, codec.clockRate, self.s.freeze_ms)
         else:
             v.new_segment()
-        def on_packet(packet) -> None:
-            v.on_packet(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+        up = None
+        if self.local is not None:
+            # The hall's own viewers (projector PC, screens, participants) subscribe here by WHEP;
+            # a path switch continues their stream by picture id, with no keyframe wait.
+            src = self.local.core.source(self.stream, create=True)
+            first = kind not in src.tracks
+            up = src.track_for(kind, codec)
+            src.publisher = "upstream"
+            up.set_keyframe_requester(self.paths.request_keyframe)
+            if first:
+                up.new_upstream()
+            else:
+                up.continue_upstream()
+        verify = v.on_packet
 
-        return on_packet, v.on_sr
+        def on_packet(packet) -> None:
+            verify(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+            if up is not None:
+                up.on_packet(packet)
+
+        def on_sr(ntp: int, rtp_ts: int) -> None:
+            v.on_sr(ntp, rtp_ts)
+            if up is not None:
+                up.on_sr(ntp, rtp_ts)
+
+        return on_packet, on_sr
 
     def _on_switch(self, old: str, new: str, stalled_s: float) -> None:
         self.switch_log.append((time.time(), old, new, stalled_s))
@@ -61,10 +85,15 @@ class HallDaemon:
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Assign):
             log.info("%s assigned to %s", self.s.hall, msg.upstream)
+            self.stream = msg.stream
+            if self.local is not None:
+                self.local.core.expected.add(msg.stream)
             self.paths.assign(msg)
 
     def _hello(self) -> m.Hello:
-        return m.Hello(node=self.s.hall, kind="hall", version=__version__, relay=self.paths.active.upstream)
+        return m.Hello(node=self.s.hall, kind="hall", version=__version__, relay=self.paths.active.upstream,
+                       whep_url=self.local.url if self.local is not None else "",
+                       capacity=self.s.viewer_capacity if self.local is not None else 0)
 
     def stats(self) -> m.HallStats:
         v = self.verifiers.get("video")
@@ -96,10 +125,17 @@ class HallDaemon:
                 st.state = "stalled"
         if a is not None:
             st.audio_packets = a.packets
+        if self.local is not None:
+            st.viewers = len(self.local.core.subscribers)
         return st
 
     def _heartbeat(self, seq: int) -> m.Heartbeat:
         return m.Heartbeat(seq=seq, hall=self.stats())
+
+    async def start_async(self) -> None:
+        if self.local is not None:
+            await self.local.start()
+        self.start()
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self.control.run())]
@@ -108,7 +144,44 @@ class HallDaemon:
     async def stop(self) -> None:
         self.control.stop()
         await self.paths.stop()
+        if self.local is not None:
+            await self.local.stop()
         _, pending = await asyncio.wait(self._tasks, timeout=3.0) if self._tasks else (None, [])
         for t in pending:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class LocalViewers:
+    """The hall's WHEP server for its own viewers: a relay core fed by the hall's active path."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        from pathlib import Path
+
+        from aiohttp import web
+
+        from diemcau.tokens import MediaTokenVerifier
+        from relay.app import CORE_KEY, make_app
+        from relay.settings import RelaySettings
+
+        self.rs = RelaySettings(id=settings.hall, role="edge", host=settings.viewers_host,
+                                port=settings.viewers_port, ice_addresses=settings.ice_addresses,
+                                ice_servers=settings.ice_servers, capacity=settings.viewer_capacity,
+                                max_publishers=0)
+        verifier = MediaTokenVerifier.from_pem(Path(settings.media_public_key).read_bytes())
+        self.app = make_app(self.rs, verifier)
+        self.core = self.app[CORE_KEY]
+        self.runner = web.AppRunner(self.app)
+        self.url = ""
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.rs.host, self.rs.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # the port chosen when 0 was asked
+        self.url = f"http://{self.rs.host}:{port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

@@ -35,6 +35,16 @@ class SourceBody(msgspec.Struct, forbid_unknown_fields=True):
     stream: str = ""
 
 
+class JoinTokenBody(msgspec.Struct, forbid_unknown_fields=True):
+    hall: str
+    participant: str
+    ttl_s: int = 3600
+
+
+class JoinBody(msgspec.Struct, forbid_unknown_fields=True):
+    hall: str = ""  # must match the token's hall when given
+
+
 class MediaTokenBody(msgspec.Struct, forbid_unknown_fields=True):
     stream: str
     direction: str  # pub | sub
@@ -168,6 +178,49 @@ class Api:
         await self.st.store.event("source_switch", stream, f"to {body.role} at {', '.join(sent)}", actor=p.user)
         return web.json_response({"stream": stream, "role": body.role, "origins": sent, "without_feed": without})
 
+    async def join_token(self, request: web.Request) -> web.Response:
+        """Operators invite a participant to a hall: a signed join token they present to /join."""
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, JoinTokenBody, 4096)
+        if body.hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {body.hall}")
+        if not 10 <= body.ttl_s <= 7 * 24 * 3600:
+            raise Problem(422, "ttl_s must be between 10 and 604800")
+        if not body.participant or len(body.participant) > 64:
+            raise Problem(422, "participant must be 1-64 characters")
+        token = self.st.signer.mint(body.participant, f"join:{body.hall}", "sub", body.ttl_s)
+        await self.st.store.event("join_token", body.hall, body.participant, actor=p.user)
+        return web.json_response({"token": token, "expires_in": body.ttl_s})
+
+    async def join(self, request: web.Request) -> web.Response:
+        """A participant with a join token gets its hall's WHEP endpoint and a media token for it."""
+        from diemcau.tokens import MediaTokenVerifier, TokenError, bearer
+
+        token = bearer(request.headers.get("Authorization"))
+        if token is None:
+            raise Problem(401, "join token required (Authorization: Bearer ...)", {"WWW-Authenticate": 'Bearer realm="diemcau"'})
+        body = await read_json(request, JoinBody, 1024) if request.can_read_body else JoinBody()
+        verifier = MediaTokenVerifier.from_pem(self.st.signer.public_pem())
+        try:
+            head = token.split(".")[1]
+            import base64
+
+            claims = msgspec.json.decode(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+            hall = str(claims.get("stream", "")).removeprefix("join:")
+            verified = verifier.verify(token, f"join:{hall}", "sub", "*")
+        except (TokenError, ValueError, IndexError, msgspec.DecodeError) as exc:
+            raise Problem(401, f"join token rejected: {exc}") from None
+        if body.hall and body.hall != hall:
+            raise Problem(403, f"this join token is for hall {hall}, not {body.hall}")
+        nodes = await self.st.store.nodes()
+        conn = await self.st.store.connected()
+        url = nodes.get(hall, {}).get("url", "")
+        if hall not in conn or not url:
+            raise Problem(503, f"hall {hall} is not on line now; try again shortly", {"Retry-After": "2"})
+        media = self.st.signer.mint(verified.sub, self.st.settings.stream, "sub", 3600, aud=hall)
+        return web.json_response({"hall": hall, "whep_url": f"{url}/whep/{self.st.settings.stream}",
+                                  "token": media, "participant": verified.sub})
+
     # -- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.Response:
@@ -273,6 +326,8 @@ ROUTES = [
     ("GET", "/api/v1/halls/{hall}", "hall", "viewer"),
     ("GET", "/api/v1/relays", "relays", "viewer"),
     ("POST", "/api/v1/tokens/media", "media_token", "operator"),
+    ("POST", "/api/v1/tokens/join", "join_token", "operator"),
+    ("POST", "/api/v1/join", "join", "participant"),
     ("GET", "/api/v1/source", "source", "viewer"),
     ("POST", "/api/v1/source", "switch_source", "operator"),
     ("GET", "/api/v1/events", "events", "viewer"),

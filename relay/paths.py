@@ -122,6 +122,12 @@ class DualPath:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def request_keyframe(self) -> None:
+        """Ask the active path's relay for a keyframe (a local viewer joined)."""
+        sub = self.active.sub
+        if sub is not None:
+            await sub.request_keyframe()
+
     # -- assignments ---------------------------------------------------------------------------
 
     def assign(self, msg: Assign) -> None:

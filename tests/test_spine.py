@@ -92,3 +92,45 @@ async def test_hall_daemon_reconnects_after_its_relay_restarts(start_orchestrato
         await hall.stop()
         studio.stop()
         await task
+
+
+async def test_participant_joins_through_the_api_and_watches_at_its_hall(start_orchestrator, start_relay, signer, secrets_dir):
+    from relay.client import WhepSubscriber
+    from tests.media import Counts, counting_sinks
+
+    orch = await start_orchestrator()
+    origin, a1 = await _relay_with_agent(start_relay, orch, "origin-1", "origin", "north")
+    studio, task = await start_studio(origin.url, signer)
+    d, _ = secrets_dir
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, credential=orch.credential("HN-01"),
+                                   ice_addresses=["127.0.0.1"], media_public_key=str(d / "media.pub")))
+    await hall.start_async()
+    counts = Counts()
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 10, 20, what="hall receiving")
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}"}
+            async with http.post(orch.url + "/api/v1/tokens/join", json={"hall": "HN-01", "participant": "p-001"}, headers=h) as r:
+                join_token = (await r.json())["token"]
+            async with http.post(orch.url + "/api/v1/join", headers={"Authorization": f"Bearer {join_token}"}) as r:
+                assert r.status == 200, await r.text()
+                joined = await r.json()
+            assert joined["hall"] == "HN-01" and joined["whep_url"].startswith(hall.local.url)
+            # a join token for another hall cannot be used to ask for this one
+            async with http.post(orch.url + "/api/v1/join", json={"hall": "HN-02"},
+                                 headers={"Authorization": f"Bearer {join_token}"}) as r:
+                assert r.status == 403
+            viewer = WhepSubscriber(joined["whep_url"], joined["token"], counting_sinks(counts))
+            await viewer.connect(http)
+            await wait_for(lambda: counts.frames >= 30, 10, what="the participant's frames from the hall")
+            assert hall.stats().viewers == 1
+            # the hall's media token does not open another hall's edge or the relay
+            async with http.post(origin.url + "/whep/programme", data=b"v=0", headers={
+                    "Authorization": f"Bearer {joined['token']}", "Content-Type": "application/sdp"}) as r:
+                assert r.status == 403
+            await viewer.close(http)
+    finally:
+        await hall.stop()
+        studio.stop()
+        await task
+        await a1.stop()

@@ -1,0 +1,1 @@
+"""The load harness: participants as real WebRTC peers at the halls, faults, and a report."""

@@ -1,0 +1,196 @@
+"""The coordinator: bring up a deployment, drive participants in worker processes, inject faults,
+watch every process's CPU, and write one report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from diemcau.deploy import Deployment
+from diemcau.topology import load_profile, load_topology
+
+from .scenario import load_scenario
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KINDS = (("loadtest.worker", "workers"), ("diemcau edge", "halls"), ("diemcau relay", "relays"),
+         ("diemcau orchestrator", "orchestrator"), ("diemcau studio", "studios"), ("redis-server", "redis"))
+
+
+def cpu_by_kind() -> dict[str, float]:
+    """CPU seconds used so far by every process of each kind on this machine."""
+    out: dict[str, float] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        for needle, kind in KINDS:
+            if needle in cmd:
+                out[kind] = out.get(kind, 0.0) + (int(stat[11]) + int(stat[12])) / CLK_TCK
+                break
+    return out
+
+
+def _post(dep: Deployment, path: str, token: str, body: dict) -> dict:
+    req = urllib.request.Request(dep.base_url + path, data=json.dumps(body).encode(), headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def run_loadtest(args) -> int:
+    sc = load_scenario(args.scenario)
+    profile = load_profile(args.profile)
+    halls = [h.id for h in load_topology().halls[: sc.halls]]
+    workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-loadtest-{sc.name}-"))
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep.log_dir = workdir / "logs"
+    dep.log_dir.mkdir()
+    code = 0
+    workers: list[subprocess.Popen] = []
+    try:
+        dep.start_redis()
+        dep.start_control_plane(0)
+        dep.start_relays()
+        dep.start_studio(sc.duration_s + 900)
+        dep.start_studio(sc.duration_s + 900, role="backup")
+        dep.start_halls(halls, per_process=35)
+        token = dep.login()
+        deadline = time.time() + 180
+        while True:
+            board = dep.get("/api/v1/halls", token)
+            on = [h for h in board["halls"] if h["id"] in halls and h["state"] == "on_air"]
+            if len(on) == len(halls):
+                break
+            if time.time() > deadline:
+                raise SystemExit(f"only {len(on)}/{len(halls)} halls on air after 180 s")
+            time.sleep(0.5)
+        people = []
+        for i in range(sc.participants):
+            hall = halls[i % len(halls)]
+            pid = f"p{i:04d}"
+            people.append({"id": pid, "hall": hall,
+                           "token": _post(dep, "/api/v1/tokens/join", token, {"hall": hall, "participant": pid})["token"]})
+        start_at = time.time() + 2.0
+        per = [people[i:: sc.workers] for i in range(sc.workers)]
+        for i, group in enumerate(per):
+            w = subprocess.Popen([sys.executable, "-m", "loadtest.worker"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=open(dep.log_dir / f"worker-{i}.log", "wb"))
+            w.stdin.write(json.dumps({"api": dep.base_url, "participants": group, "start_at": start_at,
+                                      "duration_s": sc.duration_s, "ramp_per_s": sc.ramp_per_s / sc.workers}).encode())
+            w.stdin.close()
+            workers.append(w)
+        cpu0, t0 = cpu_by_kind(), time.time()
+        faults = []
+        pending = sorted(sc.fault, key=lambda f: f.at_s)
+        while time.time() < start_at + sc.duration_s:
+            now = time.time() - start_at
+            while pending and now >= pending[0].at_s:
+                f = pending.pop(0)
+                faults.append(inject(dep, token, f.kind))
+            try:
+                board = dep.get("/api/v1/halls", token)
+                viewers = sum(h.get("viewers", 0) for h in board["halls"])
+                on = sum(1 for h in board["halls"] if h["id"] in halls and h["state"] == "on_air")
+            except OSError:
+                viewers = on = -1
+            done = min(max(now / sc.duration_s, 0), 1)
+            bar = "#" * int(done * 30)
+            print(f"\r[{bar:<30}] {now:5.0f}/{sc.duration_s:.0f}s halls on air {on}/{len(halls)} "
+                  f"participants watching {viewers}/{sc.participants}", end="", flush=True)
+            time.sleep(1.0)
+        print(flush=True)
+        cpu1, t1 = cpu_by_kind(), time.time()
+        board = dep.get("/api/v1/halls", token)
+        rows = []
+        for w in workers:
+            out = w.stdout.read()
+            w.wait(timeout=120)
+            rows.extend(json.loads(out or b"[]"))
+        report = build_report(sc, halls, rows, board, faults, cpu0, cpu1, t1 - t0)
+        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        print(json.dumps({k: v for k, v in report.items() if k not in ("per_participant", "per_hall")}, indent=2))
+        if report["participants_receiving"] < report["participants"]:
+            code = 1
+    except SystemExit as exc:
+        print(f"loadtest {sc.name}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        dep.stop()
+        print(f"logs in {dep.log_dir}", flush=True)
+    return code
+
+
+def inject(dep: Deployment, token: str, kind: str) -> dict:
+    at = time.time()
+    relays = dep.get("/api/v1/relays", token)["relays"]
+    target = ""
+    if kind == "kill-relay":
+        target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
+        dep.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
+    elif kind == "kill-origin":
+        used = [r.get("upstream") for r in relays if r["role"] == "regional"]
+        target = max((r["id"] for r in relays if r["role"] == "origin" and r["alive"]), key=used.count)
+        dep.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
+    elif kind == "kill-source":
+        target = "studio"
+        dep.procs["studio"].send_signal(signal.SIGKILL)
+    elif kind == "switch-source":
+        target = "backup"
+        _post(dep, "/api/v1/source", token, {"role": "backup"})
+    print(f"\nfault: {kind} {target}", flush=True)
+    return {"kind": kind, "target": target, "time": at}
+
+
+def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:
+    connected = [r for r in rows if r["connected"]]
+    receiving = [r for r in connected if r["frames"] > 0]
+    ratios = [r["delivered_ratio"] for r in receiving]
+    hall_rows = {h["id"]: h for h in board["halls"] if h["id"] in halls}
+    for f in faults:
+        after = [g for r in rows for end, g in r["gaps"] if end >= f["time"]]
+        hall_after = [g for h in hall_rows.values() for end, g in h.get("gaps", []) if end >= f["time"]]
+        f["effect"] = {"participant_max_freeze_ms": max(after, default=0.0),
+                       "participants_frozen": sum(1 for r in rows if any(end >= f["time"] for end, _ in r["gaps"])),
+                       "hall_max_freeze_ms": max(hall_after, default=0.0)}
+    return {
+        "scenario": sc.name,
+        "participants": sc.participants,
+        "participants_connected": len(connected),
+        "participants_receiving": len(receiving),
+        "join_ms_p50": pct([r["join_ms"] for r in connected], 0.5),
+        "join_ms_p99": pct([r["join_ms"] for r in connected], 0.99),
+        "first_media_ms_p99": pct([r["first_media_ms"] for r in receiving], 0.99),
+        "delivered_ratio_min": min(ratios, default=0.0),
+        "delivered_ratio_p50": pct(ratios, 0.5),
+        "halls": len(halls),
+        "halls_on_air": sum(1 for h in hall_rows.values() if h["state"] == "on_air"),
+        "max_hall_freeze_ms": max((h.get("max_freeze_ms", 0.0) for h in hall_rows.values()), default=0.0),
+        "faults": faults,
+        "cpu": {k: round((cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / window_s * 100, 1) for k in set(cpu0) | set(cpu1)},
+        "cpu_unit": "percent of one core over the measured window",
+        "per_hall": [{"hall": h, "state": hall_rows.get(h, {}).get("state"), "relay": hall_rows.get(h, {}).get("relay"),
+                      "viewers": hall_rows.get(h, {}).get("viewers", 0)} for h in halls],
+        "per_participant": rows,
+    }

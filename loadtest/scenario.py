@@ -1,0 +1,58 @@
+"""Scenario files (TOML), validated on load with errors that name the field."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source")
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+class Fault(msgspec.Struct, forbid_unknown_fields=True):
+    at_s: float
+    kind: str
+
+
+class Scenario(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    halls: int
+    participants: int
+    duration_s: float
+    ramp_per_s: float = 10.0
+    workers: int = 1
+    fault: list[Fault] = []
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SCENARIO_DIR / f"{name_or_path}.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        sc = msgspec.convert(data, Scenario)
+    except msgspec.ValidationError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    if not 1 <= sc.halls <= 70:
+        raise ScenarioError(f"{path}: halls must be 1-70")
+    if not 1 <= sc.participants <= 10_000:
+        raise ScenarioError(f"{path}: participants must be 1-10000")
+    if sc.duration_s <= 0 or sc.ramp_per_s <= 0 or not 1 <= sc.workers <= 32:
+        raise ScenarioError(f"{path}: duration_s and ramp_per_s must be positive, workers 1-32")
+    for f in sc.fault:
+        if f.kind not in FAULT_KINDS:
+            raise ScenarioError(f"{path}: fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if not 0 <= f.at_s < sc.duration_s:
+            raise ScenarioError(f"{path}: a fault's at_s must fall inside the run")
+    return sc
