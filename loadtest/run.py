@@ -101,7 +101,8 @@ def run_loadtest(args) -> int:
         cpu0, t0 = cpu_by_kind(), time.time()
         faults = []
         pending = sorted(sc.fault, key=lambda f: f.at_s)
-        while time.time() < start_at + sc.duration_s:
+        # sample CPU a second before the workers finish: an exited worker's /proc entry loses its name
+        while time.time() < start_at + sc.duration_s - 1.0:
             now = time.time() - start_at
             while pending and now >= pending[0].at_s:
                 f = pending.pop(0)
@@ -119,6 +120,7 @@ def run_loadtest(args) -> int:
             time.sleep(1.0)
         print(flush=True)
         cpu1, t1 = cpu_by_kind(), time.time()
+        time.sleep(max(start_at + sc.duration_s - time.time(), 0))
         board = dep.get("/api/v1/halls", token)
         rows = []
         for w in workers:
