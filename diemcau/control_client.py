@@ -32,7 +32,10 @@ class ControlClient:
         on_message: Callable[[m.Msg], Awaitable[None]],
         heartbeat_ms: int = 500,
     ) -> None:
-        self.url = url
+        # Several orchestrator instances may be given (comma-separated): a node moves its
+        # channel to the next one when the current one cannot be reached.
+        self.urls = [u.strip() for u in url.split(",") if u.strip()]
+        self._index = 0
         self.credential = credential
         self.hello = hello
         self.heartbeat = heartbeat
@@ -42,6 +45,10 @@ class ControlClient:
         self.connects = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stop = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return self.urls[self._index] if self.urls else ""
 
     def stop(self) -> None:
         self._stop.set()
@@ -71,6 +78,9 @@ class ControlClient:
                     backoff = BACKOFF_MAX_S
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                     log.info("control channel to %s unavailable: %s", self.url, exc)
+                    if len(self.urls) > 1:
+                        self._index = (self._index + 1) % len(self.urls)
+                        backoff = BACKOFF_MIN_S  # another instance: try it at once
                 finally:
                     self.connected.clear()
                     self._ws = None
