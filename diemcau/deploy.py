@@ -110,7 +110,8 @@ class Deployment:
             return
         sock = self.workdir / "redis.sock"
         self.spawn("redis", [redis_binary(), "--port", "0", "--bind", "127.0.0.1", "--unixsocket", str(sock),
-                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "yes",
+                             "--appendfsync", "everysec",
                              "--dir", str(self.workdir)], {})
         deadline = time.time() + 10
         while not sock.exists():

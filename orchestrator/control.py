@@ -15,6 +15,7 @@ import time
 
 import msgspec
 from aiohttp import WSMsgType, web
+from redis import exceptions as redis_errors
 
 from diemcau import messages as m
 from diemcau.http import Problem, unauthorized
@@ -122,8 +123,11 @@ class ControlHub:
         finally:
             if self.channels.get(node) is ws:
                 del self.channels[node]
-                await self.store.disconnected(node, self.s.instance)
-                await self.store.event("disconnect", node)
+                try:
+                    await self.store.disconnected(node, self.s.instance)
+                    await self.store.event("disconnect", node)
+                except (redis_errors.RedisError, OSError) as exc:
+                    log.warning("cannot record %s's disconnect (Redis: %s)", node, exc)
         return ws
 
     async def _expect_hello(self, ws: web.WebSocketResponse, node: str) -> m.Hello | None:
@@ -191,11 +195,19 @@ class ControlHub:
                 self.heartbeats += 1
                 stats = msg.hall if msg.hall is not None else msg.relay
                 if msg.relay is not None and msg.relay.feed_switches:
-                    await self._log_feed_switches(node, msg.relay.feed_switches)
+                    try:
+                        await self._log_feed_switches(node, msg.relay.feed_switches)
+                    except (redis_errors.RedisError, OSError) as exc:
+                        log.warning("cannot log feed switches of %s (Redis: %s)", node, exc)
                 self.store.heartbeat(node, msgspec.json.encode(stats).decode() if stats else "{}")
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:
-                    await self.planner.on_media_lost(node, msg.upstream, msg.reason)
+                    try:
+                        await self.planner.on_media_lost(node, msg.upstream, msg.reason)
+                    except (redis_errors.RedisError, OSError) as exc:
+                        # Redis away: the node has already switched by itself; the leader's sweep
+                        # re-plans from the nodes' reports when Redis is back.
+                        log.warning("cannot re-plan %s now (Redis: %s)", node, exc)
             else:
                 bad += 1
                 await self._reject(ws, 400, f"unexpected message {type(msg).__name__}", close=bad >= MAX_BAD_MESSAGES)

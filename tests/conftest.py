@@ -169,7 +169,7 @@ async def start_orchestrator(redis_url, secrets_dir):
         d, bundle = secrets_dir
         password = "test-password-123"
         settings = OrchestratorSettings(
-            port=kw.pop("port", None) or free_port(), redis_url=redis_url,
+            port=kw.pop("port", None) or free_port(), redis_url=kw.pop("redis_url", None) or redis_url,
             key_prefix=kw.pop("key_prefix", None) or f"dc:t{os.urandom(4).hex()}:",
             node_key_file=str(d / "node.key"), media_key_file=str(d / "media.key"),
             operator_password=password, **kw,
