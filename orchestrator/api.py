@@ -17,7 +17,7 @@ from diemcau.http import Problem
 from diemcau.messages import SwitchSource
 from diemcau.tokens import MediaTokenSigner
 
-from .auth import CSRF_HEADER, SESSION_COOKIE, Accounts, authenticate
+from .auth import SESSION_COOKIE, Accounts, authenticate
 from .board import snapshot
 from .openapi import openapi_document
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings

@@ -1,14 +1,11 @@
 """The orchestrator's doors: operator login and roles, the control channel, and bad input."""
 
-import asyncio
-import json
 
 import aiohttp
 import pytest
 
 from diemcau import messages as m
 from orchestrator.api import ROUTES
-from tests.conftest import wait_for
 
 
 async def _login(http, orch, user="admin", password=None):

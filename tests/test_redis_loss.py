@@ -1,7 +1,6 @@
 """Redis goes away and comes back: media never notices, and accounts and the audit log survive (AOF)."""
 
 import asyncio
-import shutil
 import subprocess
 import time
 

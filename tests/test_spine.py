@@ -1,9 +1,7 @@
 """The spine end to end: studio -> origin -> regional relay -> hall daemon, placed by the orchestrator."""
 
-import asyncio
 
 import aiohttp
-import pytest
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
