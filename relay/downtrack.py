@@ -20,6 +20,7 @@ class DownTrack(RtpFeedback):
         self.output = output
         self.started = False
         self.paused = False  # a warm standby path: connected, forwarding nothing until resumed
+        self.continuing = False  # re-anchoring after an upstream change: our decoder has the stream
         self.seq_offset = 0
         self.ts_offset = 0
         self.last_seq = random.randrange(0, 32768)  # out seq of the last packet sent
@@ -64,6 +65,7 @@ class DownTrack(RtpFeedback):
         self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
         self.ts_offset = (self.last_ts + max(gap, 1) - ts) & 0xFFFFFFFF
         self.started = True
+        self.continuing = False
         self.up.waiting -= 1
         if self.up.sr is not None:
             self.on_upstream_sr(*self.up.sr)
@@ -73,6 +75,7 @@ class DownTrack(RtpFeedback):
         self._previous_arrival = self.up.last_packet_at
         if self.started:
             self.started = False
+            self.continuing = True
             self.up.waiting += 1
             self._waiting_since = time.monotonic()
 

@@ -110,10 +110,15 @@ class UpTrack:
                 if step == 1:
                     self._last_pid = pid
                     send_time = abs_send_time()
-                    for dt in self.downtracks:  # re-anchor right here: decoders have frame pid-1
-                        dt.write(seq, ts, marker, payload, True, send_time)
+                    is_kf = self._is_keyframe(payload) if self._is_keyframe is not None else True
+                    for dt in self.downtracks:
+                        # those that were receiving re-anchor right here (their decoders have
+                        # frame pid-1); a subscriber that never started still needs a keyframe
+                        dt.write(seq, ts, marker, payload, is_kf or dt.continuing, send_time)
                     return
                 self.new_upstream()  # the new path skipped frames: only a keyframe will do
+            elif self._joining:
+                self.new_upstream()  # no frame identity to continue by
             if pid is not None:
                 self._last_pid = pid
         elif self._dropping:
