@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
+# WebSocket-level pings only catch half-open connections (a dead process closes its socket at
+# once); a short ping deadline on a CPU-starved box tears down healthy channels and causes
+# re-registration storms, so it is long. Node liveness is our own heartbeats.
+WS_PING_S = 20.0
 
 
 class ControlClient:
@@ -97,7 +101,7 @@ class ControlClient:
         async with http.ws_connect(
             self.url,
             headers={"Authorization": f"Bearer {self.credential}"},
-            heartbeat=5.0,
+            heartbeat=WS_PING_S,
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             max_msg_size=1 << 20,
         ) as ws:

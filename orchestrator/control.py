@@ -28,6 +28,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 5
+# WebSocket-level pings only catch half-open connections (a dead process closes its socket at
+# once); a short ping deadline on a CPU-starved box tears down healthy channels and causes
+# re-registration storms, so it is long. Node liveness is our own heartbeats.
+WS_PING_S = 20.0
 
 
 class ControlHub:
@@ -92,7 +96,7 @@ class ControlHub:
             raise unauthorized(str(exc)) from None
         if not (node in self.halls or NODE_ID.match(node)):
             raise Problem(403, f"unknown node {node}")
-        ws = web.WebSocketResponse(max_msg_size=self.s.ws_max_msg_bytes, heartbeat=5.0)
+        ws = web.WebSocketResponse(max_msg_size=self.s.ws_max_msg_bytes, heartbeat=WS_PING_S)
         await ws.prepare(request)
         try:
             hello = await self._expect_hello(ws, node)
