@@ -27,5 +27,4 @@ class RelaySettings(msgspec.Struct, kw_only=True):
     source_stall_ms: int = 200  # origin: active studio feed silent this long -> backup feed
     source_check_ms: int = 25
     upstream_stall_s: float = 1.0  # no packet from upstream this long (no standby): resubscribe
-    switch_after_ms: float = 80.0  # upstream silent this long: switch to the warm standby upstream (below
-    # the halls' 150 ms, so a relay recovers before its halls notice and they do not switch too)
+    switch_after_ms: float = 150.0  # upstream silent this long: switch to the warm standby upstream
