@@ -111,7 +111,11 @@ def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], bef
             "freeze_ms": max(gaps, default=0.0),
             "frames_lost": max(a.get("frames_missing", 0) - b.get("frames_missing", 0), 0),
             "switches": a.get("switches", 0) - b.get("switches", 0),
-            "recovered": a.get("state") == "on_air" and a.get("fps", 0) > 20,
+            # back on air and receiving programme frames again (not a frame-rate bar: on a saturated
+            # machine the surviving encoder itself drops capture slots)
+            "recovered": a.get("media_state") == "receiving" and a.get("state") in ("on_air", "degraded")
+            and a.get("frames_received", 0) - b.get("frames_received", 0) >= 60
+            and 0 <= a.get("last_media_ms_ago", 10**6) < 1000,
         })
     freezes = sorted(r["freeze_ms"] for r in rows)
     affected = [r for r in rows if r["affected"]]
