@@ -113,9 +113,12 @@ def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], bef
             "switches": a.get("switches", 0) - b.get("switches", 0),
             # back on air and receiving programme frames again (not a frame-rate bar: on a saturated
             # machine the surviving encoder itself drops capture slots)
-            "recovered": a.get("media_state") == "receiving" and a.get("state") in ("on_air", "degraded")
-            and a.get("frames_received", 0) - b.get("frames_received", 0) >= 60
-            and 0 <= a.get("last_media_ms_ago", 10**6) < 1000,
+            "recovered": a.get("media_state") == "receiving" and 0 <= a.get("last_media_ms_ago", 10**6) < 1000
+            and a.get("frames_received", 0) > b.get("frames_received", 0),
+            "state_after": a.get("state"),
+            "media_state_after": a.get("media_state"),
+            "frames_since_fault": a.get("frames_received", 0) - b.get("frames_received", 0),
+            "last_media_ms_ago": a.get("last_media_ms_ago"),
         })
     freezes = sorted(r["freeze_ms"] for r in rows)
     affected = [r for r in rows if r["affected"]]
