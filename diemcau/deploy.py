@@ -238,6 +238,34 @@ class Deployment:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def post(self, path: str, token: str, body: dict) -> dict:
+        req = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def inject(self, kind: str, token: str) -> str:
+        """Inject a fault now; returns its target. SIGKILL: kill-relay (the regional relay serving
+        the most halls), kill-origin (the origin most regional relays pull from), kill-source (the
+        primary studio encoder); switch-source puts the backup feed on air through the API."""
+        relays = self.get("/api/v1/relays", token)["relays"]
+        if kind == "kill-relay":
+            target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
+            self.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
+        elif kind == "kill-origin":
+            used = [r.get("upstream") for r in relays if r["role"] == "regional"]
+            target = max((r["id"] for r in relays if r["role"] == "origin" and r["alive"]), key=used.count)
+            self.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
+        elif kind == "kill-source":
+            target = "studio"
+            self.procs["studio"].send_signal(signal.SIGKILL)
+        elif kind == "switch-source":
+            target = "backup"
+            self.post("/api/v1/source", token, {"role": "backup"})
+        else:
+            raise ValueError(f"unknown fault {kind}")
+        return target
+
     # -- teardown ----------------------------------------------------------------------------
 
     def stop(self, grace: float = 8.0) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -26,10 +25,6 @@ SETTLE_S = 8.0  # watch this long after the fault
 
 def _board(dep: Deployment, token: str) -> dict:
     return dep.get("/api/v1/halls", token)
-
-
-def _relays(dep: Deployment, token: str) -> list[dict]:
-    return dep.get("/api/v1/relays", token)["relays"]
 
 
 def run_drill(args) -> int:
@@ -66,20 +61,8 @@ def run_drill(args) -> int:
             time.sleep(0.5)
         time.sleep(random.uniform(1.0, 3.0))  # a random moment
         before = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
-        relays = _relays(dep, token)
-        if kind == "kill-relay":
-            regional = [r for r in relays if r["role"] == "regional" and r["alive"]]
-            victim = max(regional, key=lambda r: r["halls"])["id"]
-        elif kind == "kill-origin":
-            used = [r.get("upstream") for r in relays if r["role"] == "regional"]
-            victim = max((r["id"] for r in relays if r["role"] == "origin"), key=used.count)
-        elif kind == "kill-source":
-            victim = "studio"  # the primary studio encoder; origins switch to the backup feed
-        else:
-            raise SystemExit(f"unknown drill {kind}")
-        proc = dep.procs[victim if kind == "kill-source" else f"relay-{victim}"]
         killed_at = time.time()
-        proc.send_signal(signal.SIGKILL)
+        victim = dep.inject(kind, token)
         print(f"drill {kind}: SIGKILL {victim} at t={killed_at:.3f}", flush=True)
         time.sleep(SETTLE_S)
         after = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}

@@ -78,6 +78,9 @@ class MediaTokenSigner:
             serialization.NoEncryption(),
         )
 
+    def verifier(self) -> "MediaTokenVerifier":
+        return MediaTokenVerifier(self._key.public_key())
+
     def public_pem(self) -> bytes:
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -122,6 +125,17 @@ class MediaTokenVerifier:
         audience: str,
         now: float | None = None,
     ) -> MediaClaims:
+        claims = self.claims(token, now)
+        if claims.stream != stream:
+            raise TokenError(f"media token is for stream {claims.stream!r}, not {stream!r}")
+        if claims.dir != direction:
+            raise TokenError(f"media token allows {claims.dir!r}, not {direction!r}")
+        if claims.aud not in ("*", audience):
+            raise TokenError(f"media token is for relay {claims.aud!r}, not {audience!r}")
+        return claims
+
+    def claims(self, token: str, now: float | None = None) -> MediaClaims:
+        """The claims of a token whose signature and expiry are good (scope not checked)."""
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != MEDIA_PREFIX:
             raise TokenError("not a diemcau media token")
@@ -135,12 +149,6 @@ class MediaTokenVerifier:
             raise TokenError("media token claims are malformed") from None
         if claims.exp < (time.time() if now is None else now):
             raise TokenError("media token has expired")
-        if claims.stream != stream:
-            raise TokenError(f"media token is for stream {claims.stream!r}, not {stream!r}")
-        if claims.dir != direction:
-            raise TokenError(f"media token allows {claims.dir!r}, not {direction!r}")
-        if claims.aud not in ("*", audience):
-            raise TokenError(f"media token is for relay {claims.aud!r}, not {audience!r}")
         return claims
 
 

@@ -25,8 +25,6 @@ class HallDaemon:
         restrict_ice_addresses(settings.ice_addresses)
         self.s = settings
         self.started_at = time.time()
-        self.video: TrackVerifier | None = None
-        self.audio: TrackVerifier | None = None
         self.verifiers: dict[str, TrackVerifier] = {}
         self.paths = DualPath(
             self._sinks, self._on_lost, settings.ice_servers, settings.switch_after_ms / 1000,

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from diemcau.deploy import Deployment
@@ -40,13 +38,6 @@ def cpu_by_kind() -> dict[str, float]:
                 out[kind] = out.get(kind, 0.0) + (int(stat[11]) + int(stat[12])) / CLK_TCK
                 break
     return out
-
-
-def _post(dep: Deployment, path: str, token: str, body: dict) -> dict:
-    req = urllib.request.Request(dep.base_url + path, data=json.dumps(body).encode(), headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -88,7 +79,7 @@ def run_loadtest(args) -> int:
             hall = halls[i % len(halls)]
             pid = f"p{i:04d}"
             people.append({"id": pid, "hall": hall,
-                           "token": _post(dep, "/api/v1/tokens/join", token, {"hall": hall, "participant": pid})["token"]})
+                           "token": dep.post("/api/v1/tokens/join", token, {"hall": hall, "participant": pid})["token"]})
         start_at = time.time() + 2.0
         per = [people[i:: sc.workers] for i in range(sc.workers)]
         for i, group in enumerate(per):
@@ -146,21 +137,7 @@ def run_loadtest(args) -> int:
 
 def inject(dep: Deployment, token: str, kind: str) -> dict:
     at = time.time()
-    relays = dep.get("/api/v1/relays", token)["relays"]
-    target = ""
-    if kind == "kill-relay":
-        target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
-        dep.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
-    elif kind == "kill-origin":
-        used = [r.get("upstream") for r in relays if r["role"] == "regional"]
-        target = max((r["id"] for r in relays if r["role"] == "origin" and r["alive"]), key=used.count)
-        dep.procs[f"relay-{target}"].send_signal(signal.SIGKILL)
-    elif kind == "kill-source":
-        target = "studio"
-        dep.procs["studio"].send_signal(signal.SIGKILL)
-    elif kind == "switch-source":
-        target = "backup"
-        _post(dep, "/api/v1/source", token, {"role": "backup"})
+    target = dep.inject(kind, token)
     print(f"\nfault: {kind} {target}", flush=True)
     return {"kind": kind, "target": target, "time": at}
 

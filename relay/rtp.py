@@ -90,26 +90,6 @@ def keyframe_detector(mime: str):
     return None
 
 
-def build_packet(
-    pt: int,
-    marker: int,
-    seq: int,
-    ts: int,
-    ssrc: int,
-    payload: bytes,
-    ext: bytes = b"",
-) -> bytes:
-    """Serialize an RTP packet; `ext` is a complete header-extension block or empty."""
-    b0 = 0x90 if ext else 0x80
-    return _HEADER.pack(b0, (marker << 7) | pt, seq, ts, ssrc) + ext + payload
-
-
 def abs_send_time() -> bytes:
     """The 3-byte abs-send-time value (6.18 fixed-point seconds) for now."""
     return ((ntp_now() >> 14) & 0x00FFFFFF).to_bytes(3, "big")
-
-
-def abs_send_time_ext(ext_id: int) -> bytes:
-    """A one-byte-header extension block carrying abs-send-time (6.18 fixed point, now)."""
-    ast = (ntp_now() >> 14) & 0x00FFFFFF
-    return b"\xbe\xde\x00\x01" + bytes(((ext_id << 4) | 2,)) + ast.to_bytes(3, "big")

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import is_rtx
-from aiortc.rate import RemoteBitrateEstimator  # noqa: F401  (kept for compat checks)
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpSrPacket, RtpPacket, unwrap_rtx
 
