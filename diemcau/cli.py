@@ -19,7 +19,7 @@ def _orchestrator(args: argparse.Namespace) -> None:
     settings = from_env(OrchestratorSettings, "DIEMCAU_ORCH_", host=args.host, port=args.port,
                         instance=args.instance, profile=args.profile)
     app = make_app(settings)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=5)
 
     async def start() -> None:
         await runner.setup()

@@ -27,6 +27,9 @@ def problem_response(status: int, reason: str, headers: dict[str, str] | None = 
     return web.json_response({"error": reason, "status": status}, status=status, headers=headers)
 
 
+PASSED_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Location")
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler):
     """Turn Problem into JSON, give aiohttp's own errors a JSON reason, hide tracebacks."""
@@ -38,7 +41,9 @@ async def problem_middleware(request: web.Request, handler):
         return problem_response(413, "request body too large")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return problem_response(exc.status, exc.reason or "error", dict(exc.headers))
+            # keep only headers that mean something to the client (not aiohttp's own Content-Type)
+            keep = {k: v for k, v in exc.headers.items() if k in PASSED_HEADERS}
+            return problem_response(exc.status, exc.reason or "error", keep)
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

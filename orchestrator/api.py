@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
+import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -33,6 +36,19 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
 class SourceBody(msgspec.Struct, forbid_unknown_fields=True):
     role: str  # primary | backup
     stream: str = ""
+    expect: str = ""  # the feed the operator saw on air; refused (409) if another operator changed it
+
+
+class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
+    relay: str
+    expect: str = ""  # the relay the operator saw the hall on; refused (409) if it moved meanwhile
+
+
+class DrainBody(msgspec.Struct, forbid_unknown_fields=True):
+    drain: bool = True
+
+
+EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
 class JoinTokenBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -76,11 +92,17 @@ class Api:
         self.board_version = 0
         self._board_changed = asyncio.Event()
         self.sse_clients = 0
+        self.previews: dict[str, tuple[str, str, str]] = {}  # session -> (relay URL, token, operator)
+        self.closing = False  # set on shutdown: open event streams end instead of holding it up
         self._verifier = app_state.signer.verifier()
 
     @property
     def accounts(self) -> Accounts:
         return self.st.accounts
+
+    def close_streams(self) -> None:
+        self.closing = True
+        self._board_changed.set()
 
     async def refresh_board(self) -> None:
         board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
@@ -93,6 +115,7 @@ class Api:
 
     async def login(self, request: web.Request) -> web.Response:
         body = await read_json(request, LoginBody, 4096)
+        request["claimed_user"] = body.username
         token, principal = await self.accounts.login(body.username, body.password)
         await self.st.store.event("login", principal.user, principal.role, actor=principal.user)
         resp = web.json_response({"token": token, "user": principal.user, "role": principal.role,
@@ -165,7 +188,14 @@ class Api:
         stream = body.stream or self.st.settings.stream
         if stream != self.st.settings.stream:
             raise Problem(404, f"unknown stream {stream}")
+        async with self._locked("source", p.user):
+            return await self._switch_source(p, body, stream)
+
+    async def _switch_source(self, p, body: SourceBody, stream: str) -> web.Response:
         board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
+        on_air = board["source"]["on_air"]
+        if body.expect and on_air and body.expect != on_air:
+            raise Problem(409, f"the {on_air} feed is on air now, not {body.expect}: another operator switched it")
         origins = [r for r in board["relays"] if r.get("role") == "origin" and r["alive"]]
         without = [r["id"] for r in origins if body.role not in r.get("feeds", [])]
         if not origins:
@@ -219,6 +249,127 @@ class Api:
         return web.json_response({"hall": hall, "whep_url": f"{url}/whep/{self.st.settings.stream}",
                                   "token": media, "participant": verified.sub})
 
+    # -- operator actions on halls and relays -------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, target: str, user: str):
+        """One operator action on a target at a time, across instances: the second gets a 409."""
+        holder = await self.st.store.lock(target, user)
+        if holder is not None:
+            raise Problem(409, f"{holder} is changing {target} right now; look at the board and try again",
+                          {"Retry-After": "3"})
+        try:
+            yield
+        finally:
+            await self.st.store.unlock(target, user)
+
+    async def move_hall(self, request: web.Request) -> web.Response:
+        """Move a hall to another relay (make-before-break); the leader carries it out."""
+        p = await authenticate(request, self.accounts, "operator")
+        hall = request.match_info["hall"]
+        if hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {hall}")
+        body = await read_json(request, MoveBody, 4096)
+        async with self._locked(hall, p.user):
+            assign = (await self.st.store.assignments()).get(hall) or {}
+            current = assign.get("upstream", "")
+            if body.expect and body.expect != current:
+                raise Problem(409, f"hall {hall} is on {current or 'no relay'} now, not {body.expect}: "
+                                   "it moved meanwhile")
+            if body.relay == current:
+                raise Problem(409, f"hall {hall} is already on {current}")
+            views, _ = await self.st.planner.relay_views()
+            target = next((v for v in views if v.id == body.relay), None)
+            if target is None:
+                raise Problem(404, f"unknown relay {body.relay}")
+            if not target.alive:
+                raise Problem(409, f"relay {body.relay} is not alive")
+            if target.drained:
+                raise Problem(409, f"relay {body.relay} is being drained")
+            if target.load >= target.capacity:
+                raise Problem(409, f"relay {body.relay} is full ({target.load}/{target.capacity})")
+            await self.st.store.request_move(hall, body.relay, p.user)
+            await self.st.store.event("operator_move", hall, f"from {current or 'none'} to {body.relay}", actor=p.user)
+        return web.json_response({"hall": hall, "from": current, "relay": body.relay, "status": "accepted"},
+                                 status=202)
+
+    async def drain_relay(self, request: web.Request) -> web.Response:
+        """Empty a relay (its halls and relays move, make-before-break) or put it back in service."""
+        p = await authenticate(request, self.accounts, "operator")
+        relay = request.match_info["relay"]
+        body = await read_json(request, DrainBody, 1024)
+        nodes = await self.st.store.nodes()
+        if nodes.get(relay, {}).get("kind") != "relay":
+            raise Problem(404, f"unknown relay {relay}")
+        async with self._locked(relay, p.user):
+            drained = await self.st.store.drained()
+            if body.drain and relay in drained:
+                raise Problem(409, f"relay {relay} is already being drained (by {drained[relay]['by']})")
+            if not body.drain and relay not in drained:
+                raise Problem(409, f"relay {relay} is in service already")
+            await self.st.store.set_drained(relay, body.drain, p.user)
+            await self.st.store.event("operator_drain" if body.drain else "operator_undrain", relay,
+                                      "emptying: no new placements" if body.drain else "back in service",
+                                      actor=p.user)
+        return web.json_response({"relay": relay, "drained": body.drain})
+
+    # -- programme preview in the console ------------------------------------------------------
+
+    async def preview(self, request: web.Request) -> web.Response:
+        """WHEP through the orchestrator: the console posts its offer here and gets the answer of a
+        relay chosen for it, so the page needs neither a media token nor cross-origin requests."""
+        p = await authenticate(request, self.accounts, "viewer")
+        if request.content_type != "application/sdp":
+            raise Problem(415, "send an SDP offer with Content-Type: application/sdp")
+        offer = await request.content.read(self.st.settings.max_body_bytes + 1)
+        if len(offer) > self.st.settings.max_body_bytes:
+            raise Problem(413, f"body larger than {self.st.settings.max_body_bytes} bytes")
+        if len(self.previews) >= self.st.settings.previews_max:
+            raise Problem(503, "too many console previews open", {"Retry-After": "10"})
+        views, _ = await self.st.planner.relay_views()
+        wanted = request.query.get("relay")
+        pool = [v for v in views if v.alive and v.url and (v.id == wanted if wanted else True)]
+        if wanted and not pool:
+            raise Problem(404, f"relay {wanted} is not alive")
+        if not pool:
+            raise Problem(503, "no relay is alive", {"Retry-After": "2"})
+        relay = min(pool, key=lambda v: (v.role != "regional", v.region != "north", v.utilisation, v.id))
+        stream = self.st.settings.stream
+        token = self.st.signer.mint(f"console:{p.user}", stream, "sub", 3600, aud=relay.id)
+        url = f"{relay.url.rstrip('/')}/whep/{stream}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.post(url, data=offer, headers={
+                        "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}) as r:
+                    answer = await r.text()
+                    location = r.headers.get("Location", "")
+                    status = r.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise Problem(502, f"relay {relay.id} did not answer: {type(exc).__name__}") from None
+        if status != 201 or not location:
+            raise Problem(status if 400 <= status < 500 else 502, f"relay {relay.id} refused: {answer[:200]}")
+        session = location.rstrip("/").rsplit("/", 1)[-1]
+        self.previews[session] = (f"{relay.url.rstrip('/')}{location}", token, p.user)
+        return web.Response(status=201, text=answer, content_type="application/sdp", headers={
+            "Location": f"/api/v1/preview/{session}", "X-Diemcau-Relay": relay.id})
+
+    async def preview_delete(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "viewer")
+        entry = self.previews.get(request.match_info["session"])
+        if entry is None:
+            raise Problem(404, "no such preview session")
+        url, token, user = entry
+        if user != p.user and not p.allows("admin"):
+            raise Problem(403, "this preview belongs to another operator")
+        del self.previews[request.match_info["session"]]
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                async with http.delete(url, headers={"Authorization": f"Bearer {token}"}):
+                    pass
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass  # the relay is gone or ends the session itself when the peer connection closes
+        return web.Response(status=204)
+
     # -- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.Response:
@@ -227,7 +378,11 @@ class Api:
             count = min(int(request.query.get("count", "200")), 5000)
         except ValueError:
             raise Problem(400, "count must be an integer") from None
-        evs = await self.st.store.events(count, request.query.get("kind"), request.query.get("subject"))
+        after = request.query.get("after") or None
+        if after is not None and not EVENT_ID.match(after):
+            raise Problem(400, "after must be an event id such as 1700000000000-0")
+        evs = await self.st.store.events(count, request.query.get("kind") or None, request.query.get("subject") or None,
+                                         request.query.get("actor") or None, after)
         if request.query.get("format") == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)
@@ -249,7 +404,7 @@ class Api:
         self.sse_clients += 1
         try:
             version = -1
-            while True:
+            while not self.closing:
                 if version != self.board_version:
                     version = self.board_version
                     await resp.write(b"event: board\ndata: " + json.dumps(self.board).encode() + b"\n\n")
@@ -328,6 +483,10 @@ ROUTES = [
     ("POST", "/api/v1/join", "join", "participant"),
     ("GET", "/api/v1/source", "source", "viewer"),
     ("POST", "/api/v1/source", "switch_source", "operator"),
+    ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
+    ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
+    ("POST", "/api/v1/preview", "preview", "viewer"),
+    ("DELETE", "/api/v1/preview/{session}", "preview_delete", "viewer"),
     ("GET", "/api/v1/events", "events", "viewer"),
     ("GET", "/api/v1/board/stream", "board_stream", "viewer"),
     ("GET", "/api/v1/openapi.json", "openapi", "viewer"),

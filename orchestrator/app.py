@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,7 @@ class State:
     leadership: Leadership
     halls_by_id: dict = field(default_factory=dict)
     tasks: list = field(default_factory=list)
+    auth_failures: dict = field(default_factory=dict)  # (address, minute) -> count
 
 
 STATE_KEY = web.AppKey("state", State)
@@ -72,7 +75,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
     node_key, signer = load_secrets(settings)
     topology = load_topology(settings.topology or None)
     profile = load_profile(settings.profile)
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_audit_middleware, problem_middleware], client_max_size=settings.max_body_bytes)
     app.on_response_prepare.append(on_prepare_security_headers)
 
     async def on_startup(app: web.Application) -> None:
@@ -98,18 +101,19 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         api = Api(state)
         app["api"] = api
         state.tasks = [
-            asyncio.ensure_future(_every(settings.flush_interval_ms, store.flush, "flush")),
-            asyncio.ensure_future(_leader_loop(state)),
-            asyncio.ensure_future(_every(settings.board_interval_ms, api.refresh_board, "board")),
-            asyncio.ensure_future(hub.listen()),
+            asyncio.create_task(_every(settings.flush_interval_ms, store.flush, "flush"), name="flush"),
+            asyncio.create_task(_leader_loop(state), name="leader"),
+            asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board, "board"), name="board"),
+            asyncio.create_task(hub.listen(), name="command-listener"),
         ]
 
     async def on_shutdown(app: web.Application) -> None:
         state = app.get(STATE_KEY)
         if state is None:
             return
-        for ws in list(state.hub.channels.values()):
-            await ws.close(code=1001, message=b"orchestrator shutting down")
+        app["api"].close_streams()
+        await asyncio.gather(*(ws.close(code=1001, message=b"orchestrator shutting down")
+                               for ws in list(state.hub.channels.values())), return_exceptions=True)
 
     async def on_cleanup(app: web.Application) -> None:
         state = app.get(STATE_KEY)
@@ -117,7 +121,9 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             return
         for t in state.tasks:
             t.cancel()
-        await asyncio.gather(*state.tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(state.tasks, timeout=5)
+        for t in stuck:  # never hold up a shutdown; say which loop did not end
+            log.error("task %s did not end within 5 s of cancellation: %s", t.get_name(), t.get_stack(limit=3))
         await state.store.flush()
         await state.leadership.release()
         await state.redis.aclose()
@@ -157,6 +163,46 @@ class _LeaderGate:
     async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
         if self.leadership.is_leader:
             await self.planner.on_media_lost(node, upstream, reason)
+
+
+AUDITED_PER_MIN = 20  # authentication failures recorded per source address and minute; then one summary
+
+
+@web.middleware
+async def _audit_middleware(request: web.Request, handler):
+    """Every refused credential (401/403) goes to the durable audit log: who, what, from where."""
+    resp = await handler(request)
+    if resp.status in (401, 403) and STATE_KEY in request.app:
+        state = request.app[STATE_KEY]
+        addr = request.remote or "?"
+        minute = int(time.time() // 60)
+        key = (addr, minute)
+        n = state.auth_failures.get(key, 0) + 1
+        if len(state.auth_failures) > 10_000:
+            state.auth_failures.clear()
+        state.auth_failures[key] = n
+        if n <= AUDITED_PER_MIN or n == AUDITED_PER_MIN + 1:
+            reason = getattr(resp, "text", "") or ""
+            try:
+                reason = json.loads(reason).get("error", "")
+            except ValueError:
+                pass
+            detail = (f"{resp.status} {request.method} {request.path}: {reason}" if n <= AUDITED_PER_MIN
+                      else f"more than {AUDITED_PER_MIN} failures this minute; the rest are not recorded")
+            try:
+                await state.store.event("auth_failure", addr, detail[:300], actor=_claimed_user(request))
+            except Exception:  # Redis down: the refusal stands, the audit line is logged instead
+                log.warning("auth failure from %s not recorded: %s", addr, detail)
+    return resp
+
+
+def _claimed_user(request: web.Request) -> str:
+    if request.get("claimed_user"):
+        return str(request["claimed_user"])[:40]
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer dcn1."):
+        return auth[12:].split(".")[0][:40]  # the node id a node credential claims
+    return "anonymous"
 
 
 async def _every(interval_ms: int, fn, name: str) -> None:

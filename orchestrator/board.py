@@ -10,16 +10,20 @@ from .settings import OrchestratorSettings
 from .store import Store, now_ms
 
 
-def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int) -> str:
-    """on_air | degraded | audio_only | connecting | dark."""
-    if not connected and age_ms > dark_after_ms:
-        return "dark"
+def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int, assigned: dict | None = None,
+               heartbeat_ms: int = 500) -> str:
+    """on_air | on_backup | degraded | audio_only | connecting | dark."""
+    if not connected and age_ms > min(dark_after_ms, 2 * heartbeat_ms):
+        return "dark"  # its control channel closed and no heartbeat since: the daemon is gone
     if age_ms > dark_after_ms:
         return "dark"
     st = stats.get("state", "idle")
     if st == "receiving":
         if stats.get("loss_pct", 0) > 2.0 or stats.get("freezes", 0) > 0 and stats.get("fps", 0) < 20:
             return "degraded"
+        primary = (assigned or {}).get("upstream")
+        if primary and stats.get("relay") and stats["relay"] != primary:
+            return "on_backup"  # switched by itself; the orchestrator has not re-planned yet
         return "on_air"
     if st == "audio_only":
         return "audio_only"
@@ -29,8 +33,9 @@ def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int) ->
 
 
 async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettings) -> dict:
-    nodes, conn, seen, assign, stats = await asyncio.gather(
-        store.nodes(), store.connected(), store.last_seen(), store.assignments(), store.stats()
+    nodes, conn, seen, assign, stats, drained, head = await asyncio.gather(
+        store.nodes(), store.connected(), store.last_seen(), store.assignments(), store.stats(),
+        store.drained(), store.last_event_id(),
     )
     now = now_ms()
     hall_rows = []
@@ -45,9 +50,11 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
                 "region": h.region,
                 "lat": h.lat,
                 "lon": h.lon,
-                "state": hall_state(h.id in conn, age, st, settings.hall_dark_after_ms),
+                "state": hall_state(h.id in conn, age, st, settings.hall_dark_after_ms, assign.get(h.id),
+                                    settings.hall_heartbeat_ms),
                 "connected": h.id in conn,
                 "assigned_relay": assign.get(h.id, {}).get("upstream", ""),
+                "assigned_backup": assign.get(h.id, {}).get("backup", ""),
                 "last_seen_ms": age if age < 10**9 else None,
                 **{k: v for k, v in st.items() if k != "state"},
                 "media_state": st.get("state", "idle"),
@@ -69,6 +76,8 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
                 "url": info.get("url"),
                 "capacity": info.get("capacity"),
                 "alive": alive,
+                "drained": node in drained,
+                "drained_by": drained.get(node, {}).get("by", ""),
                 "connected": node in conn,
                 "halls": sum(1 for n, a in assign.items() if a.get("upstream") == node and n in hall_ids),
                 "upstream": assign.get(node, {}).get("upstream", ""),
@@ -79,4 +88,14 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
     counts: dict[str, int] = {}
     for row in hall_rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
-    return {"at": now, "halls": hall_rows, "relays": relay_rows, "counts": counts}
+    return {"at": now, "halls": hall_rows, "relays": relay_rows, "counts": counts,
+            "source": source_view(relay_rows), "events_head": head}
+
+
+def source_view(relay_rows: list[dict]) -> dict:
+    """The studio feeds as the origins see them: which are present, which is on air where."""
+    origins = [{"relay": r["id"], "alive": r["alive"], "feeds": r.get("feeds", []),
+                "active_feed": r.get("active_feed", ""), "switches": r.get("feed_switches", [])[-5:]}
+               for r in relay_rows if r.get("role") == "origin"]
+    on_air = {o["active_feed"] for o in origins if o["alive"] and o["active_feed"]}
+    return {"origins": origins, "on_air": on_air.pop() if len(on_air) == 1 else ("mixed" if on_air else "")}

@@ -82,7 +82,10 @@ class ControlHub:
                 if ws is not None and not ws.closed:
                     await ws.send_bytes(m.encode(msg))
         finally:
-            await pubsub.aclose()
+            try:
+                await asyncio.wait_for(pubsub.aclose(), 2)
+            except (asyncio.TimeoutError, OSError, redis_errors.RedisError):
+                pass
 
     # -- the channel -------------------------------------------------------------------------
 

@@ -47,10 +47,20 @@ def openapi_document() -> dict:
                 "get": _op("The studio feeds at each origin and which is on air", {"200": _json("Source")}),
                 "post": _op("Put the primary or backup studio feed on air", {"200": _json("Switched"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "503": _ERR}, body="SourceSwitch"),
             },
-            "/api/v1/events": {"get": _op("Event and audit log (JSON, or CSV with format=csv)", {"200": _json("Events"), "400": _ERR}, params=[
+            "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
+            "/api/v1/relays/{relay}/drain": {"post": _op("Drain a relay (drain=true) or put it back in service", {"200": _json("Drain"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Drain", params=[
+                {"name": "relay", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "404": _ERR, "413": _ERR, "415": _ERR, "502": _ERR, "503": _ERR}, params=[
+                {"name": "relay", "in": "query", "schema": {"type": "string"}}]),
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}},
+            "/api/v1/preview/{session}": {"delete": _op("End a preview", {"204": {"description": "Ended"}, "404": _ERR}, params=[
+                {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/api/v1/events": {"get": _op("Event and audit log, newest first (JSON, or CSV with format=csv)", {"200": _json("Events"), "400": _ERR}, params=[
                 {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
-                {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": "one kind or several separated by commas"},
                 {"name": "subject", "in": "query", "schema": {"type": "string"}},
+                {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"}, "description": "only events newer than this id"},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
             ])},
             "/api/v1/board/stream": {"get": _op("Live board (server-sent events)", {"200": {"description": "text/event-stream"}, "503": _ERR})},
@@ -72,7 +82,10 @@ def openapi_document() -> dict:
                                              "ttl_s": {"type": "integer", "minimum": 10, "maximum": 604800}}},
                 "SourceSwitch": {"type": "object", "required": ["role"], "additionalProperties": False,
                                  "properties": {"role": {"type": "string", "enum": ["primary", "backup"]},
-                                                "stream": {"type": "string"}}},
+                                                "stream": {"type": "string"}, "expect": {"type": "string"}}},
+                "Move": {"type": "object", "required": ["relay"], "additionalProperties": False,
+                         "properties": {"relay": {"type": "string"}, "expect": {"type": "string"}}},
+                "Drain": {"type": "object", "additionalProperties": False, "properties": {"drain": {"type": "boolean"}}},
                 "MediaToken": {"type": "object", "required": ["stream", "direction", "subject"], "additionalProperties": False,
                                "properties": {"stream": {"type": "string"}, "direction": {"type": "string", "enum": ["pub", "sub"]},
                                               "subject": {"type": "string"}, "relay": {"type": "string"},

@@ -22,6 +22,11 @@ class RelayView:
     lat: float = 0.0
     lon: float = 0.0
     alive: bool = True
+    drained: bool = False  # an operator is emptying it: keeps what it has until moved, takes nothing new
+
+    @property
+    def placeable(self) -> bool:
+        return self.alive and not self.drained and bool(self.url)
 
     @property
     def utilisation(self) -> float:
@@ -43,7 +48,7 @@ def choose_hall_relay(
     Falls back to relays of other regions (nearest first), then to an origin, so a hall
     is never left without a feed while any relay lives.
     """
-    usable = [r for r in relays if r.alive and r.url and r.id not in exclude and r.load < r.capacity]
+    usable = [r for r in relays if r.placeable and r.id not in exclude and r.load < r.capacity]
     regional = [r for r in usable if r.role == "regional"]
     pool = regional or [r for r in usable if r.role == "origin"]
     if not pool:
@@ -59,7 +64,7 @@ def choose_hall_relay(
 
 def choose_upstream(relay: RelayView, relays: list[RelayView], exclude: set[str] = frozenset()) -> RelayView | None:
     """The origin a regional relay pulls from: least loaded live origin, nearest on ties."""
-    origins = [r for r in relays if r.role == "origin" and r.alive and r.url and r.id not in exclude and r.id != relay.id]
+    origins = [r for r in relays if r.role == "origin" and r.placeable and r.id not in exclude and r.id != relay.id]
     if not origins:
         return None
     return min(origins, key=lambda o: (round(o.utilisation * 10), haversine_km(*relay.position(), *o.position()), o.id))

@@ -50,8 +50,9 @@ class Planner:
     # -- views -----------------------------------------------------------------------------
 
     async def relay_views(self) -> tuple[list[RelayView], dict[str, dict]]:
-        nodes, conn, seen, assign = await asyncio.gather(
-            self.store.nodes(), self.store.connected(), self.store.last_seen(), self.store.assignments()
+        nodes, conn, seen, assign, drained = await asyncio.gather(
+            self.store.nodes(), self.store.connected(), self.store.last_seen(), self.store.assignments(),
+            self.store.drained(),
         )
         now = now_ms()
         load: dict[str, int] = {}
@@ -80,6 +81,7 @@ class Planner:
                     lat=inv.lat if inv else 0.0,
                     lon=inv.lon if inv else 0.0,
                     alive=alive,
+                    drained=node in drained,
                 )
             )
         return views, assign
@@ -226,8 +228,34 @@ class Planner:
                                         primary_id=a["upstream"])
             await self._place_waiting(views, assign)
 
+    async def _operator_intents(self, views: list[RelayView], assign: dict) -> None:
+        """Carry out what operators asked for (through any orchestrator instance): moves, drains."""
+        by_id = {v.id: v for v in views}
+        for node, mv in sorted((await self.store.moves()).items()):
+            await self.store.move_done(node)
+            target = by_id.get(mv["relay"])
+            if target is None or not target.placeable:
+                await self.store.event("move_failed", node, f"to {mv['relay']}: relay is not available", actor=mv["by"])
+                continue
+            if (assign.get(node) or {}).get("upstream") == target.id:
+                continue
+            if await self.plan(node, views, assign, f"moved by {mv['by']}", primary_id=target.id, move=True):
+                await self.store.event("moved", node, f"to {target.id}", actor=mv["by"])
+        drained = {v.id for v in views if v.drained}
+        if not drained:
+            return
+        for node, a in list(assign.items()):
+            if a["upstream"] in drained:
+                # make-before-break: the node's standby (if not drained too) becomes its primary
+                backup = a.get("backup") if a.get("backup") not in drained else None
+                await self.plan(node, views, assign, f"{a['upstream']} drained", drained, primary_id=backup, move=True)
+            elif a.get("backup") in drained:
+                await self.plan(node, views, assign, f"standby {a['backup']} drained", drained,
+                                primary_id=a["upstream"])
+
     async def _place_waiting(self, views: list[RelayView], assign: dict) -> None:
         """Connected nodes without a live primary, or without a live standby that could have one."""
+        await self._operator_intents(views, assign)
         conn = await self.store.connected()
         nodes = await self.store.nodes()
         stats = await self.store.stats()

@@ -32,5 +32,6 @@ class OrchestratorSettings(msgspec.Struct, kw_only=True):
     ws_max_msg_bytes: int = 64 * 1024
     ws_msgs_per_s: int = 50  # per control connection, averaged over a second
     sse_clients_max: int = 200
+    previews_max: int = 8  # programme previews open in consoles at once
     events_maxlen: int = 100_000
     login_attempts_per_min: int = 10

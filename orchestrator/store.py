@@ -7,6 +7,9 @@ Keys (prefix `dc:` by default):
   conn     hash  node id -> orchestrator instance holding its control channel
   assign   hash  node id -> JSON {stream, upstream, epoch}
   events   stream of failovers, placements and operator actions (capped)
+  drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
+  moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
+  lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
 """
 
 from __future__ import annotations
@@ -100,6 +103,41 @@ class Store:
     async def clear_assignment(self, node: str) -> None:
         await self.r.hdel(self.k("assign"), node)
 
+    # -- operator intents --------------------------------------------------------------------
+
+    async def lock(self, target: str, who: str, ttl_ms: int = 3000) -> str | None:
+        """Take the short lock on `target`; returns None, or who holds it now."""
+        if await self.r.set(self.k(f"lock:{target}"), who, nx=True, px=ttl_ms):
+            return None
+        holder = await self.r.get(self.k(f"lock:{target}"))
+        return holder.decode() if holder else "another operator"
+
+    async def unlock(self, target: str, who: str) -> None:
+        key = self.k(f"lock:{target}")
+        holder = await self.r.get(key)
+        if holder is not None and holder.decode() == who:
+            await self.r.delete(key)
+
+    async def drained(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("drained"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def set_drained(self, relay: str, on: bool, who: str) -> None:
+        if on:
+            await self.r.hset(self.k("drained"), relay, json.dumps({"by": who, "at": now_ms()}))
+        else:
+            await self.r.hdel(self.k("drained"), relay)
+
+    async def request_move(self, node: str, relay: str, who: str) -> None:
+        await self.r.hset(self.k("moves"), node, json.dumps({"relay": relay, "by": who, "at": now_ms()}))
+
+    async def moves(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("moves"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def move_done(self, node: str) -> None:
+        await self.r.hdel(self.k("moves"), node)
+
     # -- events and audit ------------------------------------------------------------------
 
     async def event(self, kind: str, subject: str, detail: str = "", actor: str = "system") -> None:
@@ -110,16 +148,27 @@ class Store:
             approximate=True,
         )
 
-    async def events(self, count: int = 200, kind: str | None = None, subject: str | None = None) -> list[dict]:
+    async def last_event_id(self) -> str:
+        raw = await self.r.xrevrange(self.k("events"), count=1)
+        return raw[0][0].decode() if raw else ""
+
+    async def events(self, count: int = 200, kind: str | None = None, subject: str | None = None,
+                     actor: str | None = None, after: str | None = None) -> list[dict]:
+        """Newest first. `kind` may list several kinds separated by commas; `after` is an event id."""
+        kinds = set(kind.split(",")) if kind else None
+        filtered = bool(kinds or subject or actor)
         # filtered reads scan further back (bounded) so that a rare kind is still found
-        raw = await self.r.xrevrange(self.k("events"), count=min(count * 50, 20_000) if (kind or subject) else count)
+        raw = await self.r.xrevrange(self.k("events"), min=f"({after}" if after else "-",
+                                     count=min(count * 50, 20_000) if filtered else count)
         out = []
         for eid, fields in raw:
             ev = {k.decode(): v.decode() for k, v in fields.items()}
             ev["id"] = eid.decode()
-            if kind and ev.get("kind") != kind:
+            if kinds and ev.get("kind") not in kinds:
                 continue
             if subject and ev.get("subject") != subject:
+                continue
+            if actor and ev.get("actor") != actor:
                 continue
             out.append(ev)
             if len(out) >= count:

@@ -175,7 +175,7 @@ async def start_orchestrator(redis_url, secrets_dir):
             operator_password=password, **kw,
         )
         app = make_orch(settings)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=5)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
         o = RunningOrchestrator(runner, settings, app, password, bundle.node_key)
@@ -184,7 +184,12 @@ async def start_orchestrator(redis_url, secrets_dir):
 
     yield _start
     for o in started:
-        await o.stop()
+        try:
+            await asyncio.wait_for(o.stop(), 20)
+        except asyncio.TimeoutError:
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            raise AssertionError("orchestrator did not stop within 20 s; pending: "
+                                 + "; ".join(repr(t.get_coro()) for t in pending)) from None
 
 
 async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):

@@ -21,10 +21,14 @@ async def browser():
 
     if not shutil.which("chromium") and not __import__("os").path.exists(CHROMIUM):
         pytest.fail("Chromium is not installed: apt-get install -y chromium")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield b
-        await b.close()
+    p = await async_playwright().start()
+    b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    yield b
+    for what, step in (("Chromium did not close", b.close), ("the Playwright driver did not stop", p.stop)):
+        try:
+            await asyncio.wait_for(step(), 20)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{what} within 20 s") from None
 
 
 async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchestrator, browser):

@@ -1,5 +1,6 @@
 """The orchestrator's doors: operator login and roles, the control channel, and bad input."""
 
+import re
 
 import aiohttp
 import pytest
@@ -31,10 +32,17 @@ async def test_login_gives_a_session_and_wrong_password_is_refused(start_orchest
             assert r.status == 401
 
 
+SAMPLE = {"hall": "HN-01", "relay": "north-1", "session": "abc123"}
+
+
+def fill_path(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], path)
+
+
 @pytest.mark.parametrize("method,path,name,role", [r for r in ROUTES if r[3] not in ("public",)])
 async def test_every_protected_route_refuses_requests_without_credentials(start_orchestrator, method, path, name, role):
     orch = await start_orchestrator()
-    url = orch.url + path.replace("{hall}", "HN-01")
+    url = orch.url + fill_path(path)
     async with aiohttp.ClientSession() as http:
         async with http.request(method, url) as r:
             assert r.status == 401

@@ -1,0 +1,124 @@
+"""Operator actions through the API on a running tree: move a hall, drain a relay, conflicts, audit."""
+
+import aiohttp
+
+from edge_node.daemon import HallDaemon
+from edge_node.settings import EdgeSettings
+from relay.agent import RelayAgent
+from tests.conftest import free_port, wait_for
+from tests.test_failover import _spawn_relay
+from tests.media import start_studio
+
+
+async def _tree(start_orchestrator, start_relay, signer, secrets_dir):
+    """Orchestrator, origin and studio in this process; two regional relays as their own processes."""
+    orch = await start_orchestrator()
+    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
+                               credential=orch.credential("origin-1"), heartbeat_ms=300)
+    agent = RelayAgent(origin.core, origin.url)
+    agent.start()
+    procs = [_spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in ("north-1", "north-2")]
+    studio, task = await start_studio(origin.url, signer)
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+
+    async def stop():
+        await hall.stop()
+        studio.stop()
+        await task
+        await agent.stop()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+    return orch, hall, stop
+
+
+async def test_operator_moves_a_hall_and_drains_a_relay_without_losing_frames(start_orchestrator, start_relay, signer,
+                                                                             secrets_dir):
+    orch, hall, stop = await _tree(start_orchestrator, start_relay, signer, secrets_dir)
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby"
+                       and hall.stats().relay.startswith("north") and hall.stats().backup.startswith("north"),
+                       30, what="hall on a regional relay with a regional standby")
+        first = hall.stats().relay
+        other = "north-2" if first == "north-1" else "north-1"
+        missing = hall.stats().frames_missing
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}"}
+            url = orch.url + "/api/v1/halls/HN-01/move"
+
+            # an operator who saw the hall on the wrong relay is refused, nothing happens
+            async with http.post(url, json={"relay": other, "expect": other}, headers=h) as r:
+                assert r.status == 409 and "moved meanwhile" in (await r.json())["error"]
+            # another operator is acting on this hall right now: refused with who it is
+            assert await orch.state.store.lock("HN-01", "bob") is None
+            async with http.post(url, json={"relay": other, "expect": first}, headers=h) as r:
+                assert r.status == 409 and "bob" in (await r.json())["error"]
+            await orch.state.store.unlock("HN-01", "bob")
+            async with http.post(url, json={"relay": "no-such-relay"}, headers=h) as r:
+                assert r.status == 404
+
+            async with http.post(url, json={"relay": other, "expect": first}, headers=h) as r:
+                assert r.status == 202, await r.text()
+            await wait_for(lambda: hall.stats().relay == other and hall.stats().backup_state == "standby", 10,
+                           what=f"hall moved to {other}")
+            frames = hall.stats().frames_received
+            await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="frames after the move")
+            assert hall.stats().frames_missing == missing  # make-before-break: no programme frame lost
+            # the same move again is stale now
+            async with http.post(url, json={"relay": other, "expect": first}, headers=h) as r:
+                assert r.status == 409
+
+            # drain the relay the hall is on: it moves off, and nothing is placed there any more
+            drain = orch.url + f"/api/v1/relays/{other}/drain"
+            async with http.post(drain, json={"drain": True}, headers=h) as r:
+                assert r.status == 200, await r.text()
+            async with http.post(drain, json={"drain": True}, headers=h) as r:
+                assert r.status == 409 and "already" in (await r.json())["error"]
+            await wait_for(lambda: hall.stats().relay == first, 10, what="hall off the drained relay")
+            await wait_for(lambda: hall.stats().backup not in (other, "") and hall.stats().backup_state == "standby",
+                           10, what="a standby that is not on the drained relay")
+            frames = hall.stats().frames_received
+            await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="frames after the drain")
+            assert hall.stats().frames_missing == missing
+            async with http.get(orch.url + "/api/v1/relays", headers=h) as r:
+                rows = {x["id"]: x for x in (await r.json())["relays"]}
+            assert rows[other]["drained"] and rows[other]["drained_by"] == "admin" and rows[other]["halls"] == 0
+            async with http.post(url, json={"relay": other}, headers=h) as r:
+                assert r.status == 409 and "drained" in (await r.json())["error"]
+            async with http.post(drain, json={"drain": False}, headers=h) as r:
+                assert r.status == 200
+
+            # every action is in the audit log with who did it, filterable by actor and kind
+            async with http.get(orch.url + "/api/v1/events?actor=admin&kind=operator_move,moved,operator_drain,"
+                                "operator_undrain", headers=h) as r:
+                evs = (await r.json())["events"]
+            kinds = [e["kind"] for e in reversed(evs)]
+            assert kinds == ["operator_move", "moved", "operator_drain", "operator_undrain"], kinds
+            assert all(e["actor"] == "admin" for e in evs)
+            newest = evs[0]["id"]
+            async with http.get(orch.url + f"/api/v1/events?after={newest}", headers=h) as r:
+                assert all(e["id"] > newest for e in (await r.json())["events"])
+            async with http.get(orch.url + "/api/v1/events?after=junk", headers=h) as r:
+                assert r.status == 400
+    finally:
+        await stop()
+
+
+async def test_refused_credentials_are_audited_with_who_and_from_where(start_orchestrator):
+    orch = await start_orchestrator()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(orch.url + "/api/v1/login", json={"username": "mallory", "password": "guess"}) as r:
+            assert r.status == 401
+        async with http.get(orch.url + "/api/v1/halls", headers={"Authorization": "Bearer dco1.forged"}) as r:
+            assert r.status == 401
+        async with http.get(orch.url + "/api/v1/control", headers={"Authorization": "Bearer dcn1.HN-01.forged"}) as r:
+            assert r.status == 401
+    evs = await orch.state.store.events(20, kind="auth_failure")
+    by_path = {e["detail"].split(":")[0]: e for e in evs}
+    assert by_path["401 POST /api/v1/login"]["actor"] == "mallory"
+    assert "wrong username or password" in by_path["401 POST /api/v1/login"]["detail"]
+    assert by_path["401 GET /api/v1/halls"]["subject"] == "127.0.0.1"
+    assert by_path["401 GET /api/v1/control"]["actor"] == "HN-01"
