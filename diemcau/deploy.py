@@ -196,7 +196,7 @@ class Deployment:
         group = per_process or len(hall_ids) or 1
         for i in range(0, len(hall_ids), group):
             chunk = hall_ids[i : i + group]
-            self.spawn(f"halls-{i // group}", [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)], env)
+            self.spawn(f"halls-{chunk[0]}" if len(chunk) > 1 else f"hall-{chunk[0]}", [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)], env)
 
     # -- waiting and asking ------------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class Deployment:
     # -- teardown ----------------------------------------------------------------------------
 
     def stop(self, grace: float = 8.0) -> None:
-        order = [n for n in self.procs if n.startswith("halls-")] + [n for n in self.procs if n.startswith("studio")] + [
+        order = [n for n in self.procs if n.startswith(("halls-", "hall-"))] + [n for n in self.procs if n.startswith("studio")] + [
             n for n in self.procs if n.startswith("relay-")] + ["orchestrator", "redis"]
         for names in (order[:-2], order[-2:-1], order[-1:]):
             for n in names:

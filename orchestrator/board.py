@@ -11,7 +11,7 @@ from .store import Store, now_ms
 
 
 def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int, assigned: dict | None = None,
-               heartbeat_ms: int = 500) -> str:
+               heartbeat_ms: int = 500, programme_fps: float = 0.0) -> str:
     """on_air | on_backup | degraded | audio_only | connecting | dark."""
     if not connected and age_ms > min(dark_after_ms, 2 * heartbeat_ms):
         return "dark"  # its control channel closed and no heartbeat since: the daemon is gone
@@ -19,7 +19,10 @@ def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int, as
         return "dark"
     st = stats.get("state", "idle")
     if st == "receiving":
-        if stats.get("loss_pct", 0) > 2.0 or stats.get("freezes", 0) > 0 and stats.get("fps", 0) < 20:
+        # the programme's frame rate is what most halls receive: a hall well below it is degraded
+        fps = stats.get("fps", 0.0)
+        slow = programme_fps > 0 and (fps < 0.5 * programme_fps or stats.get("freezes", 0) > 0 and fps < 0.75 * programme_fps)
+        if stats.get("loss_pct", 0) > 2.0 or slow:
             return "degraded"
         primary = (assigned or {}).get("upstream")
         if primary and stats.get("relay") and stats["relay"] != primary:
@@ -38,6 +41,9 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
         store.drained(), store.last_event_id(),
     )
     now = now_ms()
+    rates = sorted(s.get("fps", 0.0) for h, s in stats.items() if s.get("state") == "receiving" and h in seen
+                   and now - seen[h] < settings.hall_dark_after_ms)
+    programme_fps = rates[len(rates) // 2] if rates else 0.0
     hall_rows = []
     for h in halls:
         st = stats.get(h.id, {})
@@ -51,7 +57,7 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
                 "lat": h.lat,
                 "lon": h.lon,
                 "state": hall_state(h.id in conn, age, st, settings.hall_dark_after_ms, assign.get(h.id),
-                                    settings.hall_heartbeat_ms),
+                                    settings.hall_heartbeat_ms, programme_fps),
                 "connected": h.id in conn,
                 "assigned_relay": assign.get(h.id, {}).get("upstream", ""),
                 "assigned_backup": assign.get(h.id, {}).get("backup", ""),

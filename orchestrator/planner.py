@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[str, Msg], Awaitable[bool]]
 MEDIA_LOST_MOVE_AFTER = 3  # a hall reporting loss this many times in a window is moved
 MEDIA_LOST_WINDOW_S = 10.0
+RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
 
 class Planner:
@@ -145,7 +146,8 @@ class Planner:
         primary.load += 1
         if backup is not None:
             backup.standby += 1
-        assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "", "epoch": epoch}
+        assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "",
+                        "epoch": epoch, "at": now_ms()}
         await self.deliver(node, self._msg(node, primary, backup, epoch, move))
         log.info("plan %s: %s, standby %s (%s)", node, primary.id, backup.id if backup else "none", reason)
         await self.store.event("assign", node, f"{primary.id} (backup {backup.id if backup else 'none'}; {reason})")
@@ -267,8 +269,16 @@ class Planner:
                     (info.get("kind") == "relay" and info.get("role") == "regional")):
                 continue
             a = assign.get(node)
+            st = stats.get(node, {})
             if not a or a["upstream"] not in alive:
                 await self.plan(node, views, assign, "waiting")
+            elif (node in self.halls and a.get("backup") and st.get("relay") == a["backup"]
+                  and st.get("state") == "receiving" and a["backup"] in alive
+                  and now_ms() - int(a.get("at", 0)) > RECONCILE_AFTER_MS):
+                # the hall switched to its standby by itself and its report of it was lost or
+                # came first: make the record match what it does (the old primary stays its standby)
+                await self.plan(node, views, assign, "runs on its standby", primary_id=a["backup"],
+                                backup_id=a["upstream"])
             elif a.get("backup") and a["backup"] not in alive:
                 await self.plan(node, views, assign, "standby missing", primary_id=a["upstream"])
             elif not a.get("backup") and self._choose(node, views, {a["upstream"]}) is not None:

@@ -96,7 +96,7 @@ class Store:
         epoch = await self.r.incr(self.k("epoch"))
         await self.r.hset(
             self.k("assign"), node,
-            json.dumps({"stream": stream, "upstream": upstream, "backup": backup, "epoch": epoch}),
+            json.dumps({"stream": stream, "upstream": upstream, "backup": backup, "epoch": epoch, "at": now_ms()}),
         )
         return int(epoch)
 

@@ -41,6 +41,9 @@ class Source:
         self.created_at = time.time()
         self.feeds: dict[str, Feed] = {}
         self.active_role = ""
+        # False while the feed on air was taken only because it arrived first: the primary then
+        # takes over as soon as it is live. A failover or an operator's choice settles it.
+        self.settled = False
         self.switches: list[tuple[float, str, str, str]] = []  # (time, from, to, reason)
 
     # -- feeds (origin only) ---------------------------------------------------------------
@@ -90,6 +93,8 @@ class Source:
             inp = feed.inputs.get(kind)
             up.set_keyframe_requester(inp.request_keyframe if inp is not None else None)
             up.new_upstream()  # re-anchors subscribers and asks the new feed for a keyframe
+        if reason not in ("first feed", "primary feed is live"):
+            self.settled = True
         if previous and previous != role:
             self.switches.append((time.time(), previous, role, reason))
             del self.switches[:-50]
@@ -98,6 +103,11 @@ class Source:
     def check_feeds(self, stall_s: float) -> str | None:
         """Switch away from a silent active feed to a live one; returns the reason if it did."""
         active = self.feeds.get(self.active_role)
+        primary = self.feeds.get("primary")
+        if (not self.settled and active is not None and self.active_role != "primary" and primary is not None
+                and primary.alive(stall_s)):
+            self.switch_to("primary", "primary feed is live")
+            return "primary feed is live"
         if active is None or len(self.feeds) < 2 or active.alive(stall_s):
             return None
         for role, feed in self.feeds.items():

@@ -1,93 +1,366 @@
-// diemcau operator console: login, then a live board fed by server-sent events (no polling).
+// diemcau operator console: login, a live board fed by server-sent events (no polling), a map of the
+// halls, the programme preview (WHEP through the orchestrator), operator actions and the audit log.
+import { OUTLINE, ISLANDS, project } from "/console/map.js";
+
 const I18N = {
   vi: { login_title: "Đăng nhập điều hành", username: "Tên đăng nhập", password: "Mật khẩu", login: "Đăng nhập",
         logout: "Đăng xuất", relays: "Máy chủ chuyển tiếp", relay: "Relay", role: "Vai trò", region: "Miền",
-        health: "Tình trạng", halls: "Điểm cầu", subscribers: "Thuê bao", upstream: "Nguồn trên",
+        health: "Tình trạng", halls: "Điểm cầu", subscribers: "Thuê bao", upstream: "Nguồn trên", cpu: "CPU %",
         north: "Miền Bắc", central: "Miền Trung", south: "Miền Nam", hall: "Điểm cầu", state: "Trạng thái",
         layer: "Lớp", bitrate: "kbps", loss: "Mất gói %", rtt: "RTT", fps: "fps", freezes: "Đứng hình/phút",
         latency: "Trễ ms", last_seen: "Lần cuối", on_air: "Đang phát", degraded: "Suy giảm", dark: "Mất tín hiệu",
         connecting: "Đang kết nối", audio_only: "Chỉ âm thanh", on_backup: "Đường dự phòng", alive: "hoạt động", dead: "chết",
-        bad_login: "Sai tên đăng nhập hoặc mật khẩu", summary: "điểm cầu đang phát", standby: "Dự phòng" },
+        drained: "đang rút", bad_login: "Sai tên đăng nhập hoặc mật khẩu", summary: "điểm cầu đang phát", standby: "Dự phòng",
+        tab_board: "Bảng", tab_log: "Nhật ký", map: "Bản đồ điểm cầu", preview: "Xem chương trình", preview_start: "Xem",
+        preview_stop: "Dừng", source: "Nguồn studio", feeds: "Nguồn có", on_air_feed: "Đang phát", primary: "chính",
+        backup: "dự phòng", mixed: "không đồng nhất", put_primary: "Phát nguồn chính", put_backup: "Phát nguồn dự phòng",
+        kind: "Loại", subject: "Đối tượng", actor: "Người làm", filter: "Lọc", export_csv: "Xuất CSV", time: "Thời gian",
+        detail: "Chi tiết", move_to: "Chuyển sang relay", move: "Chuyển", close: "Đóng", cancel: "Huỷ", confirm: "Xác nhận",
+        drain: "Rút tải", undrain: "Đưa lại", source_label: "Nguồn",
+        layer_note: "Lớp chất lượng và quyền phát biểu: chưa có (xem vấn đề #3, #7).",
+        confirm_move: (h, a, b) => `Chuyển điểm cầu ${h} từ ${a} sang ${b}?`,
+        confirm_drain: (r) => `Rút tải relay ${r}? Các điểm cầu của nó sẽ được chuyển đi.`,
+        confirm_undrain: (r) => `Đưa relay ${r} trở lại phục vụ?`,
+        confirm_source: (f) => `Phát nguồn ${f} tới tất cả điểm cầu?`,
+        done: "Đã thực hiện", refused: "Bị từ chối" },
   en: { login_title: "Operator login", username: "Username", password: "Password", login: "Log in",
         logout: "Log out", relays: "Relays", relay: "Relay", role: "Role", region: "Region",
-        health: "Health", halls: "Halls", subscribers: "Subscribers", upstream: "Upstream",
+        health: "Health", halls: "Halls", subscribers: "Subscribers", upstream: "Upstream", cpu: "CPU %",
         north: "North", central: "Central", south: "South", hall: "Hall", state: "State",
         layer: "Layer", bitrate: "kbps", loss: "Loss %", rtt: "RTT", fps: "fps", freezes: "Freezes/min",
         latency: "Latency ms", last_seen: "Last seen", on_air: "On air", degraded: "Degraded", dark: "Dark",
         connecting: "Connecting", audio_only: "Audio only", on_backup: "On backup", alive: "alive", dead: "dead",
-        bad_login: "Wrong username or password", summary: "halls on air", standby: "Standby" },
+        drained: "draining", bad_login: "Wrong username or password", summary: "halls on air", standby: "Standby",
+        tab_board: "Board", tab_log: "Log", map: "Map of halls", preview: "Programme preview", preview_start: "Watch",
+        preview_stop: "Stop", source: "Studio feeds", feeds: "Feeds present", on_air_feed: "On air", primary: "primary",
+        backup: "backup", mixed: "mixed", put_primary: "Put primary on air", put_backup: "Put backup on air",
+        kind: "Kind", subject: "Subject", actor: "Actor", filter: "Filter", export_csv: "Export CSV", time: "Time",
+        detail: "Detail", move_to: "Move to relay", move: "Move", close: "Close", cancel: "Cancel", confirm: "Confirm",
+        drain: "Drain", undrain: "Undrain", source_label: "Source",
+        layer_note: "Layer floor/ceiling and the floor: not yet available (issues #3, #7).",
+        confirm_move: (h, a, b) => `Move hall ${h} from ${a} to ${b}?`,
+        confirm_drain: (r) => `Drain relay ${r}? Its halls will be moved elsewhere.`,
+        confirm_undrain: (r) => `Put relay ${r} back in service?`,
+        confirm_source: (f) => `Put the ${f} feed on air for every hall?`,
+        done: "Done", refused: "Refused" },
 };
 let lang = localStorage.getItem("dc_lang") || "vi";
 let board = null;
-let source = null;
-const t = (k) => (I18N[lang] && I18N[lang][k]) || k;
+let stream = null;
+let me = null;
+let openHall = null;
+let eventsHead = "";
+const t = (k, ...args) => {
+  const v = (I18N[lang] && I18N[lang][k]) ?? k;
+  return typeof v === "function" ? v(...args) : v;
+};
 const $ = (s) => document.querySelector(s);
+const CSRF = { "X-Diemcau-Request": "1" };
+
+function esc(s) {
+  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function num(v, digits = 0) { return v === undefined || v === null || v < 0 ? "–" : Number(v).toFixed(digits); }
 
 function applyLang() {
   document.documentElement.lang = lang;
   $("#lang").textContent = lang === "vi" ? "EN" : "VI";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("#preview-toggle").textContent = t(preview.pc ? "preview_stop" : "preview_start");
   if (board) render(board);
 }
 
-function esc(s) {
-  return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+function toast(text, ok) {
+  const el = $("#toast");
+  el.textContent = text;
+  el.className = ok ? "ok" : "bad";
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, ok ? 4000 : 8000);
 }
 
-function num(v, digits = 0) { return v === undefined || v === null || v < 0 ? "–" : Number(v).toFixed(digits); }
+// -- the board --------------------------------------------------------------------------------
+
+function hallRow(h) {
+  const live = h.state !== "dark";  // a dark hall's last figures are history, not state
+  const v = (x, d) => (live ? num(x, d) : "–");
+  return `
+    <tr data-hall="${esc(h.id)}" data-state="${esc(h.state)}" tabindex="0">
+      <td>${esc(h.id)}</td><td class="name">${esc(h.name)}</td>
+      <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span></td>
+      <td class="relay">${esc(h.relay || h.assigned_relay || "–")}</td>
+      <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" ? "" : " …") : "–")}</td>
+      <td>${v(h.bitrate_kbps)}</td><td>${v(h.loss_pct, 2)}</td><td>${v(h.fps)}</td>
+      <td>${v(h.freezes)}</td><td>${v(h.latency_ms_p50)}</td>
+      <td>${h.last_seen_ms == null ? "–" : (h.last_seen_ms / 1000).toFixed(1) + " s"}</td>
+    </tr>`;
+}
 
 function render(b) {
-  const regions = ["north", "central", "south"];
-  const html = regions.map((r) => {
-    const rows = b.halls.filter((h) => h.region === r).map((h) => {
-      const live = h.state !== "dark";  // a dark hall's last figures are history, not state
-      const v = (x, d) => (live ? num(x, d) : "–");
-      return `
-      <tr data-hall="${esc(h.id)}" data-state="${esc(h.state)}">
-        <td>${esc(h.id)}</td><td class="name">${esc(h.name)}</td>
-        <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span></td>
-        <td>${esc(h.relay || h.assigned_relay || "–")}</td>
-        <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" ? "" : " …") : "–")}</td>
-        <td>${v(h.bitrate_kbps)}</td><td>${v(h.loss_pct, 2)}</td><td>${v(h.fps)}</td>
-        <td>${v(h.freezes)}</td><td>${v(h.latency_ms_p50)}</td>
-        <td>${h.last_seen_ms == null ? "–" : (h.last_seen_ms / 1000).toFixed(1) + " s"}</td>
-      </tr>`;
-    }).join("");
-    return `<div class="region" data-region="${r}"><h2>${esc(t(r))}</h2><table><thead><tr>
+  $("#regions").innerHTML = ["north", "central", "south"].map((r) => `
+    <div class="region" data-region="${r}"><h2>${esc(t(r))}</h2><table><thead><tr>
       <th>ID</th><th>${t("hall")}</th><th>${t("state")}</th><th>${t("relay")}</th><th>${t("standby")}</th><th>${t("bitrate")}</th>
       <th>${t("loss")}</th><th>${t("fps")}</th><th>${t("freezes")}</th><th>${t("latency")}</th><th>${t("last_seen")}</th>
-      </tr></thead><tbody>${rows}</tbody></table></div>`;
-  }).join("");
-  $("#regions").innerHTML = html;
+      </tr></thead><tbody>${b.halls.filter((h) => h.region === r).map(hallRow).join("")}</tbody></table></div>`).join("");
+  const op = canOperate();
   $("#relays tbody").innerHTML = b.relays.map((r) => `
-    <tr data-relay="${esc(r.id)}"><td>${esc(r.id)}</td><td>${esc(r.role)}</td><td>${esc(t(r.region))}</td>
-    <td>${r.alive ? t("alive") : t("dead")}</td><td>${num(r.halls)}</td><td>${num(r.subscribers)}</td>
-    <td>${esc(r.upstream || "–")}</td></tr>`).join("");
-  const onAir = b.counts.on_air || 0;
-  $("#summary").textContent = `${onAir}/${b.halls.length} ${t("summary")}`;
+    <tr data-relay="${esc(r.id)}" data-alive="${r.alive}" data-drained="${r.drained}">
+    <td>${esc(r.id)}</td><td>${esc(r.role)}</td><td>${esc(t(r.region))}</td>
+    <td>${r.alive ? t("alive") : t("dead")}${r.drained ? ` · ${t("drained")} (${esc(r.drained_by)})` : ""}</td>
+    <td>${num(r.halls)}</td><td>${num(r.subscribers)}</td><td>${num(r.cpu_pct)}</td>
+    <td>${esc(r.upstream || "–")}</td>
+    <td><button type="button" class="op" data-drain="${esc(r.id)}" data-on="${!r.drained}" ${op ? "" : "disabled"}>
+      ${t(r.drained ? "undrain" : "drain")}</button></td></tr>`).join("");
+  renderSource(b.source || { origins: [], on_air: "" });
+  renderMap(b);
+  const c = b.counts || {};
+  $("#summary").textContent = `${c.on_air || 0}/${b.halls.length} ${t("summary")}` +
+    (c.on_backup ? ` · ${c.on_backup} ${t("on_backup")}` : "") + (c.degraded ? ` · ${c.degraded} ${t("degraded")}` : "") +
+    (c.dark ? ` · ${c.dark} ${t("dark")}` : "");
+  if (openHall) fillHall(openHall);
+  if (b.events_head && b.events_head !== eventsHead && !$("#log").hidden) loadEvents(true);
+  eventsHead = b.events_head || eventsHead;
 }
 
+function renderSource(src) {
+  $("#source tbody").innerHTML = src.origins.map((o) => `
+    <tr data-origin="${esc(o.relay)}"><td>${esc(o.relay)}${o.alive ? "" : " (" + t("dead") + ")"}</td>
+    <td>${o.feeds.map((f) => esc(t(f))).join(", ") || "–"}</td><td class="active">${esc(t(o.active_feed || "–"))}</td></tr>`).join("");
+  const badge = $("#source-badge");
+  badge.hidden = !src.on_air;
+  badge.dataset.feed = src.on_air;
+  badge.textContent = `${t("source_label")}: ${t(src.on_air)}`;
+  document.querySelectorAll("[data-source]").forEach((btn) => {
+    btn.disabled = !canOperate() || btn.dataset.source === src.on_air;
+  });
+}
+
+function renderMap(b) {
+  const svg = $("#map");
+  if (!svg.dataset.drawn) {
+    const pts = OUTLINE.map(([lon, lat]) => project(lon, lat).join(",")).join(" ");
+    const isl = ISLANDS.map((g) => {
+      const [x, y] = project(g.lon, g.lat);
+      return `<g class="islands"><circle cx="${x}" cy="${y}" r="3"/><circle cx="${x + 7}" cy="${y + 5}" r="2"/>
+        <circle cx="${x - 5}" cy="${y + 8}" r="2"/><text x="${x}" y="${y - 8}" text-anchor="middle">${esc(g.name)}</text></g>`;
+    }).join("");
+    svg.innerHTML = `<polygon class="land" points="${pts}"/>${isl}<g id="map-halls"></g>`;
+    svg.dataset.drawn = "1";
+  }
+  $("#map-halls").innerHTML = b.halls.map((h) => {
+    const [x, y] = project(h.lon, h.lat);
+    return `<circle class="dot s-${esc(h.state)}" data-map-hall="${esc(h.id)}" cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="6">
+      <title>${esc(h.id)} ${esc(h.name)} — ${esc(t(h.state))}</title></circle>`;
+  }).join("");
+}
+
+// -- actions --------------------------------------------------------------------------------
+
+function canOperate() { return me && (me.role === "operator" || me.role === "admin"); }
+
+function confirmDialog(text) {
+  return new Promise((resolve) => {
+    const dlg = $("#confirm");
+    $("#confirm-text").textContent = text;
+    dlg.returnValue = "";
+    dlg.addEventListener("close", () => resolve(dlg.returnValue === "ok"), { once: true });
+    dlg.showModal();
+  });
+}
+
+async function act(url, body) {
+  const resp = await fetch(url, {
+    method: "POST", headers: { "Content-Type": "application/json", ...CSRF }, body: JSON.stringify(body),
+  });
+  let detail = "";
+  try { detail = (await resp.json()).error || ""; } catch { /* no body */ }
+  if (resp.ok) toast(t("done"), true);
+  else toast(`${t("refused")} (${resp.status}): ${detail}`, false);
+  return resp.ok;
+}
+
+function fillHall(id) {
+  const h = board && board.halls.find((x) => x.id === id);
+  if (!h) return;
+  $("#hall-title").textContent = `${h.id} — ${h.name}`;
+  const facts = [
+    [t("state"), t(h.state)], [t("relay"), h.relay || h.assigned_relay || "–"], [t("standby"), h.backup || "–"],
+    [t("bitrate"), num(h.bitrate_kbps)], [t("fps"), num(h.fps)], [t("loss"), num(h.loss_pct, 2)],
+    [t("latency"), num(h.latency_ms_p50)], [t("region"), t(h.region)],
+  ];
+  $("#hall-facts").innerHTML = facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+  const sel = $("#move-target");
+  const keep = sel.value;
+  const current = h.assigned_relay || h.relay;
+  sel.innerHTML = board.relays.filter((r) => r.alive && !r.drained && r.id !== current)
+    .map((r) => `<option value="${esc(r.id)}">${esc(r.id)} (${esc(r.role)}, ${num(r.halls)})</option>`).join("");
+  if (keep) sel.value = keep;
+  $("#move-go").disabled = !canOperate() || !sel.options.length;
+}
+
+function openHallDialog(id) {
+  openHall = id;
+  $("#move-target").value = "";
+  fillHall(id);
+  $("#hall-dialog").showModal();
+}
+
+$("#hall-dialog").addEventListener("close", () => { openHall = null; });
+$("#regions").addEventListener("click", (ev) => {
+  const row = ev.target.closest("tr[data-hall]");
+  if (row) openHallDialog(row.dataset.hall);
+});
+$("#map").addEventListener("click", (ev) => {
+  const dot = ev.target.closest("[data-map-hall]");
+  if (dot) openHallDialog(dot.dataset.mapHall);
+});
+$("#move-go").addEventListener("click", async () => {
+  const h = board.halls.find((x) => x.id === openHall);
+  const target = $("#move-target").value;
+  const from = h.assigned_relay || h.relay || "";
+  if (!target || !(await confirmDialog(t("confirm_move", h.id, from || "–", target)))) return;
+  if (await act(`/api/v1/halls/${encodeURIComponent(h.id)}/move`, { relay: target, expect: from })) {
+    $("#hall-dialog").close();
+  }
+});
+$("#relays").addEventListener("click", async (ev) => {
+  const btn = ev.target.closest("button[data-drain]");
+  if (!btn) return;
+  const on = btn.dataset.on === "true";
+  const id = btn.dataset.drain;
+  if (await confirmDialog(t(on ? "confirm_drain" : "confirm_undrain", id))) {
+    await act(`/api/v1/relays/${encodeURIComponent(id)}/drain`, { drain: on });
+  }
+});
+document.querySelectorAll("[data-source]").forEach((btn) => btn.addEventListener("click", async () => {
+  const role = btn.dataset.source;
+  const expect = board && board.source ? board.source.on_air : "";
+  if (await confirmDialog(t("confirm_source", t(role)))) {
+    await act("/api/v1/source", { role, expect: expect === "mixed" ? "" : expect });
+  }
+}));
+
+// -- programme preview: WHEP through the orchestrator ------------------------------------------
+
+const preview = { pc: null, location: null };
+
+async function startPreview() {
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  preview.pc = pc;
+  window.dcPreview = pc;  // the page's WebRTC stats are where a test (or an operator) checks decoding
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const media = new MediaStream();
+  pc.ontrack = (ev) => { media.addTrack(ev.track); $("#preview").srcObject = media; };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const timer = setTimeout(resolve, 2000);
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+    });
+  });
+  const resp = await fetch("/api/v1/preview", {
+    method: "POST", headers: { "Content-Type": "application/sdp", ...CSRF }, body: pc.localDescription.sdp,
+  });
+  if (resp.status !== 201) {
+    let reason = "";
+    try { reason = (await resp.json()).error; } catch { /* not JSON */ }
+    toast(`${t("preview")}: ${resp.status} ${reason}`, false);
+    stopPreview();
+    return;
+  }
+  preview.location = resp.headers.get("Location");
+  $("#preview-relay").textContent = resp.headers.get("X-Diemcau-Relay") || "";
+  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  $("#preview-toggle").textContent = t("preview_stop");
+}
+
+function stopPreview() {
+  if (preview.location) fetch(preview.location, { method: "DELETE", headers: CSRF });
+  if (preview.pc) preview.pc.close();
+  preview.pc = null;
+  preview.location = null;
+  window.dcPreview = null;
+  $("#preview").srcObject = null;
+  $("#preview-relay").textContent = "";
+  $("#preview-toggle").textContent = t("preview_start");
+}
+
+$("#preview-toggle").addEventListener("click", () => (preview.pc ? stopPreview() : startPreview()));
+window.addEventListener("pagehide", stopPreview);
+
+// -- the event and audit log ---------------------------------------------------------------------
+
+let lastEventId = "";
+
+function logQuery() {
+  const f = new FormData($("#log-filter"));
+  const q = new URLSearchParams();
+  for (const k of ["kind", "subject", "actor"]) if (f.get(k)) q.set(k, f.get(k).trim());
+  return q;
+}
+
+async function loadEvents(onlyNew = false) {
+  const q = logQuery();
+  q.set("count", "500");
+  if (onlyNew && lastEventId) q.set("after", lastEventId);
+  const resp = await fetch("/api/v1/events?" + q);
+  if (!resp.ok) return;
+  const evs = (await resp.json()).events;
+  const rows = evs.map((e) => `<tr data-event="${esc(e.id)}" data-kind="${esc(e.kind)}">
+    <td>${esc(new Date(Number(e.ts)).toLocaleString(lang === "vi" ? "vi-VN" : "en-GB"))}</td>
+    <td>${esc(e.kind)}</td><td>${esc(e.subject)}</td><td>${esc(e.actor)}</td><td>${esc(e.detail)}</td></tr>`).join("");
+  const body = $("#events tbody");
+  if (onlyNew && lastEventId) body.insertAdjacentHTML("afterbegin", rows);
+  else body.innerHTML = rows;
+  if (evs.length) lastEventId = evs[0].id;
+  const csv = new URLSearchParams(logQuery());
+  csv.set("format", "csv");
+  csv.set("count", "5000");
+  $("#csv").href = "/api/v1/events?" + csv;
+}
+
+$("#log-filter").addEventListener("submit", (ev) => { ev.preventDefault(); lastEventId = ""; loadEvents(); });
+
+function showTab(name) {
+  document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  $("#board").hidden = name !== "board";
+  $("#log").hidden = name !== "log";
+  if (name === "log") { lastEventId = ""; loadEvents(); }
+}
+$("#tabs").addEventListener("click", (ev) => { if (ev.target.dataset.tab) showTab(ev.target.dataset.tab); });
+
+// -- session -------------------------------------------------------------------------------------
+
 function connect() {
-  if (source) source.close();
-  source = new EventSource("/api/v1/board/stream");
-  source.addEventListener("board", (ev) => { board = JSON.parse(ev.data); render(board); });
-  source.onerror = async () => {
-    const me = await fetch("/api/v1/me");
-    if (me.status === 401) { source.close(); showLogin(); }
+  if (stream) stream.close();
+  stream = new EventSource("/api/v1/board/stream");
+  stream.addEventListener("board", (ev) => { board = JSON.parse(ev.data); render(board); });
+  stream.onerror = async () => {
+    const r = await fetch("/api/v1/me");
+    if (r.status === 401) { stream.close(); showLogin(); }
   };
 }
 
 function showBoard(user, role) {
+  me = { user, role };
   $("#login").hidden = true;
-  $("#board").hidden = false;
+  $("#tabs").hidden = false;
   $("#logout").hidden = false;
   $("#who").textContent = `${user} (${role})`;
+  document.body.classList.toggle("viewer", !canOperate());
+  showTab("board");
   connect();
 }
 
 function showLogin() {
+  me = null;
+  stopPreview();
   $("#login").hidden = false;
   $("#board").hidden = true;
+  $("#log").hidden = true;
+  $("#tabs").hidden = true;
   $("#logout").hidden = true;
   $("#who").textContent = "";
 }
@@ -106,12 +379,12 @@ $("#login").addEventListener("submit", async (ev) => {
 });
 
 $("#logout").addEventListener("click", async () => {
-  await fetch("/api/v1/logout", { method: "POST", headers: { "X-Diemcau-Request": "1" } });
-  if (source) source.close();
+  await fetch("/api/v1/logout", { method: "POST", headers: CSRF });
+  if (stream) stream.close();
   showLogin();
 });
 
 $("#lang").addEventListener("click", () => { lang = lang === "vi" ? "en" : "vi"; localStorage.setItem("dc_lang", lang); applyLang(); });
 
 applyLang();
-fetch("/api/v1/me").then(async (r) => { if (r.ok) { const me = await r.json(); showBoard(me.user, me.role); } });
+fetch("/api/v1/me").then(async (r) => { if (r.ok) { const who = await r.json(); showBoard(who.user, who.role); } });

@@ -1,0 +1,160 @@
+"""The operator console in Chromium against a real deployment of 70 halls (every part its own process)."""
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from diemcau.deploy import Deployment
+from diemcau.topology import load_profile, load_topology
+from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
+
+DOCS = Path(__file__).parent.parent / "docs"
+SOLO = "KG-01"  # this hall runs in its own process so that it can be killed alone
+MOVED = "HN-02"
+
+
+@pytest.fixture
+async def deployment(tmp_path):
+    env_redis = os.environ.pop("REDIS_URL", None)  # the embedded Redis, as `diemcau demo` runs it
+    dep = Deployment(profile=load_profile("local"), workdir=tmp_path, host="127.0.0.1")
+    dep.log_dir = tmp_path / "logs"
+    dep.log_dir.mkdir()
+    halls = [h.id for h in load_topology().halls]
+    assert SOLO in halls and MOVED in halls
+
+    def start():
+        dep.start_redis()
+        dep.start_control_plane(0)
+        dep.start_relays()
+        # a light programme (the console is under test here, not the media path): 70 halls, the
+        # relays, two studio encoders, Chromium and this test share two cores
+        dep.start_studio(900, fps=15, width=320, height=180)
+        dep.start_studio(900, fps=15, width=320, height=180, role="backup")
+        dep.start_halls([h for h in halls if h != SOLO], per_process=35)
+        dep.start_halls([SOLO])
+
+    try:
+        await asyncio.to_thread(start)
+        yield dep
+    finally:
+        await asyncio.to_thread(dep.stop)
+        if env_redis is not None:
+            os.environ["REDIS_URL"] = env_redis
+
+
+async def _states(page) -> dict:
+    return await page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('tr[data-hall]')].map(r => [r.dataset.hall, r.dataset.state]))")
+
+
+@pytest.mark.timeout(240)
+async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment, browser):  # noqa: F811
+    dep = deployment
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    await page.goto(dep.base_url + "/console/")
+    await page.fill("input[name=password]", "wrong-password")
+    await page.click("form#login button[type=submit]")
+    await page.wait_for_selector("#login-error:has-text('Sai')", timeout=5000)
+    await page.fill("input[name=password]", dep.operator_password)
+    await page.click("form#login button[type=submit]")
+    await page.wait_for_selector("tr[data-hall]", timeout=10000)
+    assert await page.locator("tr[data-hall]").count() == 70
+    assert await page.locator("circle[data-map-hall]").count() == 70
+
+    # every hall receives the programme, and the page shows it
+    t0 = time.time()
+    try:
+        await page.wait_for_function(
+            "document.querySelectorAll('tr[data-hall][data-state=on_air], tr[data-hall][data-state=degraded]')"
+            ".length === 70", timeout=90_000)
+    except Exception:
+        token = await asyncio.to_thread(dep.login)
+        rows = (await asyncio.to_thread(dep.get, "/api/v1/halls", token))["halls"]
+        bad = [(h["id"], h["state"], h.get("fps"), h.get("loss_pct"), h.get("freezes"), h.get("relay"),
+                h.get("assigned_relay")) for h in rows if h["state"] != "on_air"]
+        raise AssertionError(f"not all on air: {bad}") from None
+    states = await _states(page)
+    print(f"all 70 halls receiving on the page after {time.time() - t0:.1f} s; "
+          f"{sum(s == 'on_air' for s in states.values())} on air, the rest degraded")
+    # which studio feed is on air (the primary, unless the studio stalled for CPU and the origins
+    # failed over to the backup: both are right answers on a loaded box)
+    await page.wait_for_selector("#source-badge:not([hidden])", timeout=5000)
+    feed = await page.get_attribute("#source-badge", "data-feed")
+    assert feed in ("primary", "backup")
+
+    # the programme preview plays: the page's own WebRTC stats show decoded frames increasing
+    await page.click("#preview-toggle")
+    decoded = """async () => { if (!window.dcPreview) return 0; let n = 0;
+        (await window.dcPreview.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video')
+        n = s.framesDecoded || 0; }); return n; }"""
+    deadline = time.time() + 20
+    while (first := await page.evaluate(decoded)) <= 10:
+        assert time.time() < deadline, f"the preview decoded {first} frames in 20 s"
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1.5)
+    assert await page.evaluate(decoded) > first + 5
+
+    # a hall's daemon dies: its row turns dark within 2 s
+    dep.procs[f"hall-{SOLO}"].send_signal(signal.SIGKILL)
+    killed = time.time()
+    await page.wait_for_selector(f"tr[data-hall='{SOLO}'][data-state='dark']", timeout=5000)
+    dark_after = time.time() - killed
+    print(f"{SOLO} dark on the page {dark_after * 1000:.0f} ms after SIGKILL")
+    assert dark_after <= 2.0
+    assert await page.get_attribute(f"circle[data-map-hall='{SOLO}']", "class") == "dot s-dark"
+
+    # an operator moves a hall to another relay: confirmed, carried out, on the board and in the log
+    token = await asyncio.to_thread(dep.login)
+    hall = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token))
+    current = hall["assigned_relay"]
+    relays = (await asyncio.to_thread(dep.get, "/api/v1/relays", token))["relays"]
+    target = next(r["id"] for r in relays if r["role"] == "regional" and r["alive"]
+                  and r["id"] not in (current, hall.get("backup")))
+    await page.click(f"tr[data-hall='{MOVED}']")
+    await page.select_option("#move-target", target)
+    await page.click("#move-go")
+    assert current in await page.inner_text("#confirm-text") and target in await page.inner_text("#confirm-text")
+    await page.click("#confirm-ok")
+    await page.wait_for_selector("#toast.ok", timeout=5000)
+    await page.wait_for_selector(f"tr[data-hall='{MOVED}'] td.relay:has-text('{target}')", timeout=20_000)
+    after = await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token)
+    assert after["relay"] == target
+    print(f"{MOVED} moved to {target}; programme frames missing before {hall.get('frames_missing', 0)}, "
+          f"after {after.get('frames_missing', 0)}")
+
+    # a second operator's stale move of the same hall is refused, with the reason on the page
+    await page.click(f"tr[data-hall='{MOVED}']")
+    await page.evaluate(f"""fetch('/api/v1/halls/{MOVED}/move', {{method: 'POST', headers: {{'Content-Type':
+        'application/json', 'X-Diemcau-Request': '1'}}, body: JSON.stringify({{relay: '{current}', expect: '{current}'}})}})
+        .then(r => window.staleStatus = r.status)""")
+    await page.wait_for_function("window.staleStatus === 409", timeout=5000)
+    await page.keyboard.press("Escape")
+
+    # switch the studio source from the console: the other feed goes on air everywhere
+    feed = await page.get_attribute("#source-badge", "data-feed")
+    other = "primary" if feed == "backup" else "backup"
+    await page.click(f"button[data-source={other}]")
+    await page.click("#confirm-ok")
+    await page.wait_for_selector(f"#source-badge[data-feed={other}]", timeout=10_000)
+    await page.screenshot(path=str(DOCS / "console-board.png"))
+
+    # the log shows the operator's actions with who did them; filterable; exportable as CSV
+    await page.click("#tabs button[data-tab=log]")
+    await page.wait_for_selector(f"#events tr[data-kind=operator_move]:has-text('{MOVED}'):has-text('admin')",
+                                 timeout=5000)
+    await page.wait_for_selector("#events tr[data-kind=source_switch]:has-text('admin')", timeout=5000)
+    await page.wait_for_selector(f"#events tr[data-kind=moved]:has-text('{target}')", timeout=5000)
+    await page.screenshot(path=str(DOCS / "console-log.png"))
+    await page.fill("#log-filter input[name=subject]", MOVED)
+    await page.click("#log-filter button[type=submit]")
+    await page.wait_for_function(
+        f"[...document.querySelectorAll('#events tbody tr')].every(r => r.children[2].textContent === '{MOVED}')",
+        timeout=5000)
+    csv = await page.evaluate("fetch(document.querySelector('#csv').href).then(r => r.text())")
+    assert csv.startswith("id,time,kind,subject,actor,detail") and "operator_move" in csv and MOVED in csv
+    await page.click("#tabs button[data-tab=board]")
+    await page.click("#preview-toggle")
