@@ -242,7 +242,28 @@ document.querySelectorAll("[data-source]").forEach((btn) => btn.addEventListener
 
 // -- programme preview: WHEP through the orchestrator ------------------------------------------
 
-const preview = { pc: null, location: null };
+const preview = { pc: null, location: null, watchdog: null, restarts: 0, wanted: false };
+
+// The preview must never show a frozen picture without saying so: when no new frame has been
+// decoded for a while (a relay died, the path broke), say so and reconnect through another answer.
+function watchPreview(pc) {
+  let last = -1;
+  let stalledSince = performance.now();
+  preview.watchdog = setInterval(async () => {
+    if (preview.pc !== pc) return;
+    let decoded = 0;
+    (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded || 0; });
+    const now = performance.now();
+    if (decoded !== last) { last = decoded; stalledSince = now; $("#preview-relay").classList.remove("stalled"); return; }
+    if (now - stalledSince > 2000) $("#preview-relay").classList.add("stalled");
+    if (now - stalledSince > 6000) {
+      preview.restarts += 1;
+      console.warn(`preview: no frame for ${((now - stalledSince) / 1000).toFixed(1)} s (${pc.connectionState}); reconnecting`);
+      stopPreview();
+      startPreview();
+    }
+  }, 1000);
+}
 
 async function startPreview() {
   const pc = new RTCPeerConnection({ iceServers: [] });
@@ -268,15 +289,22 @@ async function startPreview() {
     try { reason = (await resp.json()).error; } catch { /* not JSON */ }
     toast(`${t("preview")}: ${resp.status} ${reason}`, false);
     stopPreview();
+    if (resp.status === 503 && preview.restarts < 20) {  // e.g. the stream is not yet at the relay
+      preview.restarts += 1;
+      setTimeout(() => { if (preview.wanted && !preview.pc) startPreview(); }, 2000);
+    }
     return;
   }
   preview.location = resp.headers.get("Location");
   $("#preview-relay").textContent = resp.headers.get("X-Diemcau-Relay") || "";
   await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
   $("#preview-toggle").textContent = t("preview_stop");
+  watchPreview(pc);
 }
 
 function stopPreview() {
+  clearInterval(preview.watchdog);
+  preview.watchdog = null;
   if (preview.location) fetch(preview.location, { method: "DELETE", headers: CSRF });
   if (preview.pc) preview.pc.close();
   preview.pc = null;
@@ -287,8 +315,11 @@ function stopPreview() {
   $("#preview-toggle").textContent = t("preview_start");
 }
 
-$("#preview-toggle").addEventListener("click", () => (preview.pc ? stopPreview() : startPreview()));
-window.addEventListener("pagehide", stopPreview);
+$("#preview-toggle").addEventListener("click", () => {
+  preview.wanted = !preview.pc;
+  if (preview.pc) stopPreview(); else startPreview();
+});
+window.addEventListener("pagehide", () => { preview.wanted = false; stopPreview(); });
 
 // -- the event and audit log ---------------------------------------------------------------------
 
@@ -356,6 +387,7 @@ function showBoard(user, role) {
 
 function showLogin() {
   me = null;
+  preview.wanted = false;
   stopPreview();
   $("#login").hidden = false;
   $("#board").hidden = true;
