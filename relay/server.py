@@ -53,6 +53,18 @@ class RelayCore:
             scoped = any(w in str(exc) for w in ("is for stream", "allows", "is for relay"))
             raise _TokenRejected(403 if scoped else 401, str(exc)) from None
 
+    def _check_session_limits(self, request: web.Request, claims: MediaClaims) -> None:
+        """A token holds at most a few sessions (a reconnect may overlap the old one), a source
+        address a bounded number: a leaked token or one noisy host cannot take a relay's capacity."""
+        sessions = [*self.publishers.values(), *self.subscribers.values()]
+        limit = self.settings.max_sessions_per_token
+        if claims.jti and limit and sum(1 for s in sessions if s.token_id == claims.jti) >= limit:
+            raise _Rejected(429, f"this token already holds {limit} sessions here; DELETE one first", retry_after="2")
+        limit = self.settings.max_sessions_per_address
+        remote = request.remote or ""
+        if limit and sum(1 for s in sessions if s.remote == remote) >= limit:
+            raise _Rejected(429, f"{remote} already holds {limit} sessions here", retry_after="5")
+
     async def _read_offer(self, request: web.Request) -> str:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
@@ -110,6 +122,7 @@ class RelayCore:
             raise _Rejected(400, str(exc)) from None
         if len(self.publishers) >= self.settings.max_publishers:
             raise _Rejected(503, "relay has reached its publisher limit", retry_after="5")
+        self._check_session_limits(request, claims)
         role = request.query.get("role", "primary")
         if role not in ("primary", "backup"):
             raise _Rejected(400, "role must be 'primary' or 'backup'")
@@ -121,6 +134,7 @@ class RelayCore:
         if held is not None and held.session_id in self.publishers:
             raise _Rejected(409, f"stream {stream} already has a {role} publisher; DELETE it first")
         session = PublishSession(src, claims.sub, self.settings.ice_servers, role)
+        session.token_id, session.remote = claims.jti, request.remote or ""
         try:
             answer = await session.accept(text)
         except SessionError as exc:
@@ -151,7 +165,9 @@ class RelayCore:
             raise _Rejected(404, f"unknown stream {stream}")
         if len(self.subscribers) >= self.settings.capacity:
             raise _Rejected(503, "relay is at capacity", retry_after="2")
+        self._check_session_limits(request, claims)
         session = SubscribeSession(src, claims.sub, self.settings.ice_servers)
+        session.token_id, session.remote = claims.jti, request.remote or ""
         try:
             standby = request.query.get("standby", "") in ("1", "true")
             answer = await session.accept(text, [m.kind for m in offer.media], standby=standby)
@@ -267,14 +283,20 @@ def _TokenRejected(status: int, reason: str) -> Problem:
     return Problem(status, reason)
 
 
+ROUTES = [
+    # (method, path, handler, what a caller must hold: a media token's direction, or "public")
+    ("POST", "/whip/{stream}", "whip_post", "pub"),
+    ("DELETE", "/whip/{stream}/{session}", "whip_delete", "pub"),
+    ("PATCH", "/whip/{stream}/{session}", "patch", "public"),  # 405: no trickle ICE
+    ("OPTIONS", "/whip/{stream}", "options", "public"),
+    ("POST", "/whep/{stream}", "whep_post", "sub"),
+    ("DELETE", "/whep/{stream}/{session}", "whep_delete", "sub"),
+    ("PATCH", "/whep/{stream}/{session}", "patch", "public"),
+    ("POST", "/whep/{stream}/{session}/layer", "whep_layer", "sub"),
+    ("OPTIONS", "/whep/{stream}", "options", "public"),
+]
+
+
 def add_routes(app: web.Application, core: RelayCore) -> None:
-    r = app.router
-    r.add_post("/whip/{stream}", core.whip_post)
-    r.add_delete("/whip/{stream}/{session}", core.whip_delete)
-    r.add_patch("/whip/{stream}/{session}", core.patch)
-    r.add_route("OPTIONS", "/whip/{stream}", core.options)
-    r.add_post("/whep/{stream}", core.whep_post)
-    r.add_delete("/whep/{stream}/{session}", core.whep_delete)
-    r.add_patch("/whep/{stream}/{session}", core.patch)
-    r.add_post("/whep/{stream}/{session}/layer", core.whep_layer)
-    r.add_route("OPTIONS", "/whep/{stream}", core.options)
+    for method, path, name, _ in ROUTES:
+        app.router.add_route(method, path, getattr(core, name))

@@ -33,6 +33,8 @@ class PublishSession:
 
     def __init__(self, source: Source, subject: str, ice_servers: list[str], role: str = "primary") -> None:
         self.id = secrets.token_urlsafe(12)
+        self.token_id = ""  # jti of the media token that opened it
+        self.remote = ""  # source address of the request that opened it
         self.source = source
         self.subject = subject
         self.role = role
@@ -80,6 +82,8 @@ class SubscribeSession:
 
     def __init__(self, source: Source, subject: str, ice_servers: list[str]) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.token_id = ""  # jti of the media token that opened it
+        self.remote = ""  # source address of the request that opened it
         self.source = source
         self.subject = subject
         self.pc = new_peer_connection(ice_servers)
