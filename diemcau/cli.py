@@ -229,6 +229,12 @@ def _check(args: argparse.Namespace) -> None:
           f"profile {prof.deployment.name}: {len(prof.relays)} relays")
 
 
+def _fuzz(args: argparse.Namespace) -> None:
+    from .fuzz import main as fuzz_main
+
+    raise SystemExit(fuzz_main(args))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="diemcau", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -300,6 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     lt.add_argument("--report", required=True)
     lt.add_argument("--profile", default="local")
     lt.set_defaults(fn=_loadtest)
+
+    fz = sub.add_parser("fuzz", help="malformed input at every door: parsers, HTTP, control channel, media ports")
+    fz.add_argument("--budget", type=int, default=10_000, help="inputs to try (default 10000)")
+    fz.add_argument("--seed", type=int, default=1)
+    fz.add_argument("--report", default="", help="write the JSON report here")
+    fz.set_defaults(fn=_fuzz)
 
     c = sub.add_parser("check", help="check aiortc internals, topology and profile")
     c.add_argument("--topology")

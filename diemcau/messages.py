@@ -143,4 +143,7 @@ def encode(msg: Msg) -> bytes:
 
 def decode(data: bytes | str) -> AnyMsg:
     """Decode one control message; raises msgspec.ValidationError/DecodeError on bad input."""
-    return _decoder.decode(data)
+    try:
+        return _decoder.decode(data)
+    except UnicodeDecodeError as exc:  # a text frame that is not UTF-8 is just bad input
+        raise msgspec.DecodeError(f"not UTF-8 (byte {exc.start})") from None

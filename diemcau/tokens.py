@@ -137,7 +137,7 @@ class MediaTokenVerifier:
     def claims(self, token: str, now: float | None = None) -> MediaClaims:
         """The claims of a token whose signature and expiry are good (scope not checked)."""
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != MEDIA_PREFIX:
+        if len(parts) != 3 or parts[0] != MEDIA_PREFIX or not token.isascii():
             raise TokenError("not a diemcau media token")
         try:
             self._key.verify(_b64d(parts[2]), f"{parts[0]}.{parts[1]}".encode())
@@ -145,7 +145,7 @@ class MediaTokenVerifier:
             raise TokenError("media token signature is invalid") from None
         try:
             claims = _claims_decoder.decode(_b64d(parts[1]))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             raise TokenError("media token claims are malformed") from None
         if claims.exp < (time.time() if now is None else now):
             raise TokenError("media token has expired")
@@ -161,7 +161,7 @@ def node_credential(node_key: bytes, node_id: str) -> str:
 def verify_node_credential(node_key: bytes, credential: str) -> str:
     """Return the node id the credential proves, or raise TokenError."""
     parts = credential.split(".")
-    if len(parts) != 3 or parts[0] != NODE_PREFIX or not parts[1]:
+    if len(parts) != 3 or parts[0] != NODE_PREFIX or not parts[1] or not credential.isascii():
         raise TokenError("not a diemcau node credential")
     expected = node_credential(node_key, parts[1])
     if not hmac.compare_digest(expected.encode(), credential.encode()):

@@ -83,6 +83,8 @@ async def read_json(request: web.Request, cls: type, max_bytes: int):
         raise Problem(422, f"invalid body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"body is not UTF-8 (byte {exc.start})") from None
 
 
 class Api:
@@ -375,9 +377,11 @@ class Api:
     async def events(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
         try:
-            count = min(int(request.query.get("count", "200")), 5000)
+            count = int(request.query.get("count", "200"))
         except ValueError:
             raise Problem(400, "count must be an integer") from None
+        if not 1 <= count <= 5000:
+            raise Problem(400, "count must be between 1 and 5000")
         after = request.query.get("after") or None
         if after is not None and not EVENT_ID.match(after):
             raise Problem(400, "after must be an event id such as 1700000000000-0")
@@ -461,8 +465,12 @@ class Api:
 
     async def console(self, request: web.Request) -> web.FileResponse:
         name = request.match_info.get("file") or "index.html"
-        path = (CONSOLE_DIR / name).resolve()
-        if CONSOLE_DIR.resolve() not in path.parents or not path.is_file():
+        try:
+            path = (CONSOLE_DIR / name).resolve()
+            found = CONSOLE_DIR.resolve() in path.parents and path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte...
+            found = False
+        if not found:
             raise Problem(404, "no such console file")
         return web.FileResponse(path)
 

@@ -28,10 +28,25 @@ def check_offer(text: str, max_bytes: int = MAX_SDP_BYTES, max_lines: int = MAX_
     kinds = [m.kind for m in parsed.media]
     if not any(k in ("audio", "video") for k in kinds):
         raise SdpError("SDP offers no audio or video media section")
+    mids: list[str] = []
     for m in parsed.media:
         if m.kind in ("audio", "video"):
             if not m.ice.usernameFragment or not m.ice.password:
                 raise SdpError(f"{m.kind} section lacks ICE credentials (a=ice-ufrag/a=ice-pwd)")
             if not m.dtls or not m.dtls.fingerprints:
                 raise SdpError(f"{m.kind} section lacks a DTLS fingerprint")
+            if not m.rtp.muxId:
+                raise SdpError(f"{m.kind} section lacks a=mid")
+            if m.port == 0:
+                raise SdpError(f"{m.kind} section is rejected (port 0); offer only what you want")
+            mids.append(m.rtp.muxId)
+    if len(set(mids)) != len(mids):
+        raise SdpError("two media sections share a mid")
+    for kind in ("audio", "video"):
+        if sum(1 for m in parsed.media if m.kind == kind) > 1:
+            raise SdpError(f"more than one {kind} section: a programme has one of each")
+    for group in parsed.group:
+        unknown = [x for x in group.items if x not in mids]
+        if group.semantic == "BUNDLE" and unknown:
+            raise SdpError(f"BUNDLE names mids with no media section: {', '.join(map(str, unknown))[:80]}")
     return parsed

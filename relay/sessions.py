@@ -67,8 +67,10 @@ class PublishSession:
             self.inputs.append(inp)
         if not self.inputs:
             raise SessionError(400, "offer has no audio or video to publish")
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc fails on offers it parsed but cannot answer
+            raise SessionError(400, f"offer could not be answered: {type(exc).__name__}: {exc}"[:200]) from None
         self.source.add_feed(self.feed)
         return pc.localDescription.sdp
 
@@ -110,8 +112,10 @@ class SubscribeSession:
             t._codecs = [c for c in t._codecs if c.mimeType.lower() == up.codec.mimeType.lower()]
             if not t._codecs:
                 raise SessionError(400, f"offer does not accept {up.codec.mimeType}, the stream's {kind} codec")
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc fails on offers it parsed but cannot answer
+            raise SessionError(400, f"offer could not be answered: {type(exc).__name__}: {exc}"[:200]) from None
         for kind, t in pre.items():
             up = self.source.tracks[kind]
             dt = DownTrack(up, RtpOutput(t, kind))
