@@ -49,8 +49,15 @@ class Counter(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.records: list[str] = []
+        self.parser_rejections = 0  # aiohttp's own HTTP parser refusing a request with a 4xx
 
     def emit(self, record: logging.LogRecord) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            self.parser_rejections += 1  # answered 400/413/431 by aiohttp, logged at ERROR by it
+            return
         msg = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             msg += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
@@ -485,6 +492,7 @@ async def run(budget: int, seed: int) -> dict:
             "unexpected_5xx": len(fz.unexpected), "unexpected_5xx_samples": fz.unexpected[:20],
             "leaks": len(leaks), "leak_detail": leaks, "usage_before": base, "usage_after": end,
             "intact": intact, "statuses": dict(sorted(fz.status.items())),
+            "http_parser_rejections": fz.counter.parser_rejections,
         }
     finally:
         logging.getLogger().removeHandler(fz.counter)
