@@ -48,6 +48,11 @@ class DrainBody(msgspec.Struct, forbid_unknown_fields=True):
     drain: bool = True
 
 
+class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
+    revoked: bool = True
+    reason: str = ""
+
+
 EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
@@ -315,6 +320,24 @@ class Api:
                                       actor=p.user)
         return web.json_response({"relay": relay, "drained": body.drain})
 
+    async def node_credential(self, request: web.Request) -> web.Response:
+        """Revoke a hall's or relay's credential (its control channel closes within a second and
+        it cannot come back), or reinstate it."""
+        p = await authenticate(request, self.accounts, "admin")
+        node = request.match_info["node"]
+        body = await read_json(request, RevokeBody, 2048)
+        if len(body.reason) > 200:
+            raise Problem(422, "reason must be at most 200 characters")
+        known = node in self.st.halls_by_id or node in (await self.st.store.nodes())
+        if not known:
+            raise Problem(404, f"unknown node {node}")
+        await self.st.store.set_revoked(node, body.revoked, p.user, body.reason)
+        await self.st.store.event("credential_revoked" if body.revoked else "credential_reinstated", node,
+                                  body.reason, actor=p.user)
+        if body.revoked:
+            await self.st.hub.enforce_revocations()
+        return web.json_response({"node": node, "revoked": body.revoked})
+
     # -- programme preview in the console ------------------------------------------------------
 
     async def preview(self, request: web.Request) -> web.Response:
@@ -493,6 +516,7 @@ ROUTES = [
     ("POST", "/api/v1/source", "switch_source", "operator"),
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
     ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
+    ("POST", "/api/v1/nodes/{node}/credential", "node_credential", "admin"),
     ("POST", "/api/v1/preview", "preview", "viewer"),
     ("DELETE", "/api/v1/preview/{session}", "preview_delete", "viewer"),
     ("GET", "/api/v1/events", "events", "viewer"),

@@ -105,6 +105,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             asyncio.create_task(_leader_loop(state), name="leader"),
             asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board, "board"), name="board"),
             asyncio.create_task(hub.listen(), name="command-listener"),
+            asyncio.create_task(_every(1000, hub.enforce_revocations, "revocations"), name="revocations"),
         ]
 
     async def on_shutdown(app: web.Application) -> None:

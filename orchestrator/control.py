@@ -65,6 +65,15 @@ class ControlHub:
             return True
         return False
 
+    async def enforce_revocations(self) -> None:
+        """Close the channels of nodes whose credential an operator revoked (on any instance)."""
+        revoked = await self.store.revoked()
+        for node in [n for n in self.channels if n in revoked]:
+            ws = self.channels.get(node)
+            if ws is not None and not ws.closed:
+                log.warning("closing %s's control channel: its credential was revoked", node)
+                await ws.close(code=4403, message=b"credential revoked")
+
     async def listen(self) -> None:
         """Forward commands other instances publish for nodes connected here."""
         pubsub = self.redis.pubsub()
@@ -99,6 +108,8 @@ class ControlHub:
             raise unauthorized(str(exc)) from None
         if not (node in self.halls or NODE_ID.match(node)):
             raise Problem(403, f"unknown node {node}")
+        if await self.store.is_revoked(node):
+            raise Problem(403, f"the credential of node {node} has been revoked")
         ws = web.WebSocketResponse(max_msg_size=self.s.ws_max_msg_bytes, heartbeat=WS_PING_S)
         await ws.prepare(request)
         try:

@@ -50,6 +50,8 @@ def openapi_document() -> dict:
             "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
             "/api/v1/relays/{relay}/drain": {"post": _op("Drain a relay (drain=true) or put it back in service", {"200": _json("Drain"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Drain", params=[
                 {"name": "relay", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/api/v1/nodes/{node}/credential": {"post": _op("Revoke (revoked=true) or reinstate a node's credential", {"200": _json("Credential"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Revoke", params=[
+                {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "404": _ERR, "413": _ERR, "415": _ERR, "502": _ERR, "503": _ERR}, params=[
                 {"name": "relay", "in": "query", "schema": {"type": "string"}}]),
                 "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}},
@@ -86,6 +88,8 @@ def openapi_document() -> dict:
                 "Move": {"type": "object", "required": ["relay"], "additionalProperties": False,
                          "properties": {"relay": {"type": "string"}, "expect": {"type": "string"}}},
                 "Drain": {"type": "object", "additionalProperties": False, "properties": {"drain": {"type": "boolean"}}},
+                "Revoke": {"type": "object", "additionalProperties": False,
+                           "properties": {"revoked": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 200}}},
                 "MediaToken": {"type": "object", "required": ["stream", "direction", "subject"], "additionalProperties": False,
                                "properties": {"stream": {"type": "string"}, "direction": {"type": "string", "enum": ["pub", "sub"]},
                                               "subject": {"type": "string"}, "relay": {"type": "string"},

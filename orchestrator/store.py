@@ -9,6 +9,7 @@ Keys (prefix `dc:` by default):
   events   stream of failovers, placements and operator actions (capped)
   drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
   moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
+  revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
 """
 
@@ -117,6 +118,19 @@ class Store:
         holder = await self.r.get(key)
         if holder is not None and holder.decode() == who:
             await self.r.delete(key)
+
+    async def revoked(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("revoked"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def is_revoked(self, node: str) -> bool:
+        return bool(await self.r.hexists(self.k("revoked"), node))
+
+    async def set_revoked(self, node: str, on: bool, who: str, reason: str = "") -> None:
+        if on:
+            await self.r.hset(self.k("revoked"), node, json.dumps({"by": who, "at": now_ms(), "reason": reason}))
+        else:
+            await self.r.hdel(self.k("revoked"), node)
 
     async def drained(self) -> dict[str, dict]:
         raw = await self.r.hgetall(self.k("drained"))

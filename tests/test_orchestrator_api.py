@@ -32,7 +32,7 @@ async def test_login_gives_a_session_and_wrong_password_is_refused(start_orchest
             assert r.status == 401
 
 
-SAMPLE = {"hall": "HN-01", "relay": "north-1", "session": "abc123"}
+SAMPLE = {"hall": "HN-01", "relay": "north-1", "session": "abc123", "node": "HN-01"}
 
 
 def fill_path(path: str) -> str:

@@ -19,7 +19,8 @@ from relay.server import ROUTES as RELAY_ROUTES
 from tests.conftest import wait_for
 from tests.media import start_studio
 
-SAMPLE = {"hall": "HN-01", "relay": "north-1", "session": "abc123", "stream": "programme", "file": "app.js"}
+SAMPLE = {"hall": "HN-01", "relay": "north-1", "session": "abc123", "stream": "programme", "file": "app.js",
+          "node": "HN-01"}
 
 
 def fill(path: str, **over) -> str:
@@ -186,3 +187,32 @@ async def test_relay_session_limits_per_token_and_per_address(start_relay, signe
     finally:
         studio.stop()
         await task
+
+
+async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator):
+    from diemcau import messages as m
+
+    orch = await start_orchestrator()
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await orch.token(http)}"}
+        node = {"Authorization": f"Bearer {orch.credential('HN-01')}"}
+        ws = await http.ws_connect(orch.control_url, headers=node)
+        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        url = orch.url + "/api/v1/nodes/HN-01/credential"
+        async with http.post(url, json={"revoked": True, "reason": "laptop stolen"}, headers=admin) as r:
+            assert r.status == 200, await r.text()
+        msg = await ws.receive(timeout=3)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 4403
+        async with http.get(orch.control_url.replace("ws", "http", 1), headers=node) as r:
+            assert r.status == 403 and "revoked" in (await r.json())["error"]
+        evs = await orch.state.store.events(10, kind="credential_revoked")
+        assert evs[0]["subject"] == "HN-01" and evs[0]["actor"] == "admin" and evs[0]["detail"] == "laptop stolen"
+        async with http.post(url, json={"revoked": False}, headers=admin) as r:
+            assert r.status == 200
+        ws = await http.ws_connect(orch.control_url, headers=node)
+        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        await ws.close()
+        async with http.post(orch.url + "/api/v1/nodes/ZZ-99/credential", json={}, headers=admin) as r:
+            assert r.status == 404
