@@ -21,9 +21,13 @@ def _orchestrator(args: argparse.Namespace) -> None:
     app = make_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5)
 
+    from .tls import server_context
+
+    ssl_ctx = server_context(settings.tls_cert, settings.tls_key)
+
     async def start() -> None:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_ctx).start()
 
     run(start, runner.cleanup)
 
@@ -44,11 +48,15 @@ def _relay(args: argparse.Namespace) -> None:
     runner = web.AppRunner(app)
     agent: list[RelayAgent] = []
 
+    from .tls import scheme, server_context
+
+    ssl_ctx = server_context(settings.tls_cert, settings.tls_key)
+
     async def start() -> None:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_ctx)
         await site.start()
-        url = settings.public_url or f"http://{settings.host}:{settings.port}"
+        url = settings.public_url or f"{scheme(ssl_ctx is not None)}://{settings.host}:{settings.port}"
         if settings.orchestrator_url:
             a = RelayAgent(app[CORE_KEY], url)
             a.start()
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--height", type=int, default=360)
     d.add_argument("--keep", action="store_true", help="keep the logs and work directory")
     d.add_argument("--no-backup-studio", action="store_true", help="run only the primary studio feed")
+    d.add_argument("--tls", action="store_true", help="HTTPS/WSS everywhere with a private CA made for this run")
     d.set_defaults(fn=_demo)
 
     dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")

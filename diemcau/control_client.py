@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from . import messages as m
+from .tls import http_session
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ControlClient:
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN_S
-        async with aiohttp.ClientSession() as http:
+        async with http_session() as http:
             while not self._stop.is_set():
                 try:
                     await self._session(http)

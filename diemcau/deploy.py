@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tls import make_ca_and_cert, scheme
+from .tls import urlopen as tls_urlopen
 from .tokens import MediaTokenSigner, SecretsBundle, node_credential
 from .topology import Profile, load_profile, load_topology
 
@@ -80,10 +82,27 @@ class Deployment:
     node_key: bytes = b""
     key_prefix: str = "dc:"
     log_dir: Path | None = None
+    tls: bool = False  # HTTPS/WSS everywhere, with a private CA made for this run
+    tls_files: dict = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.orch_port}"
+        return f"{scheme(self.tls)}://{self.host}:{self.orch_port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"{scheme(self.tls, ws=True)}://{self.host}:{self.orch_port}/api/v1/control"
+
+    def setup_tls(self) -> None:
+        """A private CA and a certificate for this host; every process (and this one) trusts the CA."""
+        self.tls_files = make_ca_and_cert(self.workdir / "tls", [self.host, "localhost"])
+        os.environ["DIEMCAU_CA_FILE"] = str(self.tls_files["ca"])
+
+    def _tls_env(self, prefix: str) -> dict[str, str]:
+        if not self.tls:
+            return {}
+        return {"DIEMCAU_CA_FILE": str(self.tls_files["ca"]), f"{prefix}TLS_CERT": str(self.tls_files["cert"]),
+                f"{prefix}TLS_KEY": str(self.tls_files["key"])}
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -137,6 +156,7 @@ class Deployment:
             "DIEMCAU_ORCH_MEDIA_KEY_FILE": str(self.secrets_dir / "media.key"),
             "DIEMCAU_ORCH_OPERATOR_PASSWORD": self.operator_password,
             "DIEMCAU_ORCH_STREAM": self.profile.deployment.stream,
+            **self._tls_env("DIEMCAU_ORCH_"),
         })
         self.wait_http(self.base_url + "/console/", 20, "orchestrator")
 
@@ -146,13 +166,14 @@ class Deployment:
         for spec in self.profile.relays:
             port = spec.port or free_port(self.host)
             host = spec.host or self.host
-            self.relay_urls[spec.id] = f"http://{host}:{port}"
+            self.relay_urls[spec.id] = f"{scheme(self.tls)}://{host}:{port}"
             self.spawn(f"relay-{spec.id}", [sys.executable, "-m", "diemcau", "relay", "--id", spec.id,
                                             "--role", spec.role, "--region", spec.region, "--host", host,
                                             "--port", str(port)], {
                 "DIEMCAU_RELAY_ICE_ADDRESSES": ice,
                 "DIEMCAU_RELAY_CAPACITY": str(spec.capacity),
-                "DIEMCAU_RELAY_ORCHESTRATOR_URL": f"ws://{self.host}:{self.orch_port}/api/v1/control",
+                "DIEMCAU_RELAY_ORCHESTRATOR_URL": self.control_url,
+                **self._tls_env("DIEMCAU_RELAY_"),
                 "DIEMCAU_RELAY_CREDENTIAL": node_credential(self.node_key, spec.id),
                 "DIEMCAU_RELAY_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
             })
@@ -187,7 +208,8 @@ class Deployment:
         """Start hall daemons: one OS process per hall, forked in groups from a pre-imported parent."""
         assert self.secrets_dir is not None
         env = {
-            "DIEMCAU_EDGE_ORCHESTRATOR_URL": f"ws://{self.host}:{self.orch_port}/api/v1/control",
+            "DIEMCAU_EDGE_ORCHESTRATOR_URL": self.control_url,
+            **self._tls_env("DIEMCAU_EDGE_"),
             "DIEMCAU_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
             "DIEMCAU_EDGE_ICE_ADDRESSES": ",".join(self.profile.deployment.ice_addresses),
             "DIEMCAU_EDGE_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
@@ -215,7 +237,7 @@ class Deployment:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=1):
+                with tls_urlopen(url, timeout=1):
                     return
             except (urllib.error.URLError, OSError):
                 for name, p in self.procs.items():
@@ -230,18 +252,18 @@ class Deployment:
             data=json.dumps({"username": "admin", "password": self.operator_password}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with tls_urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())["token"]
 
     def get(self, path: str, token: str) -> dict:
         req = urllib.request.Request(self.base_url + path, headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with tls_urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
     def post(self, path: str, token: str, body: dict) -> dict:
         req = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with tls_urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
     def inject(self, kind: str, token: str) -> str:
@@ -300,9 +322,11 @@ def run_demo(args) -> int:
         raise SystemExit(f"--edges must be between 0 and {len(topology.halls)}")
     workdir = Path(tempfile.mkdtemp(prefix="diemcau-demo-"))
     os.chmod(workdir, 0o700)
-    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host, tls=getattr(args, "tls", False))
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
+    if dep.tls:
+        dep.setup_tls()
     t0 = time.time()
     code = 0
     try:

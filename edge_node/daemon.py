@@ -171,15 +171,19 @@ class LocalViewers:
         self.core = self.app[CORE_KEY]
         self.runner = web.AppRunner(self.app)
         self.url = ""
+        self.tls_cert, self.tls_key = settings.tls_cert, settings.tls_key
 
     async def start(self) -> None:
         from aiohttp import web
 
+        from diemcau.tls import scheme, server_context
+
+        ssl_ctx = server_context(self.tls_cert, self.tls_key)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.rs.host, self.rs.port)
+        site = web.TCPSite(self.runner, self.rs.host, self.rs.port, ssl_context=ssl_ctx)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # the port chosen when 0 was asked
-        self.url = f"http://{self.rs.host}:{port}"
+        self.url = f"{scheme(ssl_ctx is not None)}://{self.rs.host}:{port}"
 
     async def stop(self) -> None:
         await self.runner.cleanup()

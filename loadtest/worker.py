@@ -16,6 +16,7 @@ import aiohttp
 from edge_node.verify import TrackVerifier
 from relay.client import SignallingError, WhepSubscriber
 from relay.ice import restrict_ice_addresses
+from diemcau.tls import http_session
 
 
 class Participant:
@@ -86,7 +87,7 @@ async def run(cfg: dict) -> list[dict]:
     people = [Participant(p["id"], p["hall"], p["token"]) for p in cfg["participants"]]
     await asyncio.sleep(max(cfg["start_at"] - time.time(), 0))
     end = cfg["start_at"] + cfg["duration_s"]
-    async with aiohttp.ClientSession() as http:
+    async with http_session() as http:
         joins = []
         for i, p in enumerate(people):
             joins.append(asyncio.ensure_future(p.join(http, cfg["api"])))

@@ -23,6 +23,7 @@ from diemcau.tokens import MediaTokenSigner
 from .auth import SESSION_COOKIE, Accounts, authenticate
 from .board import snapshot
 from .openapi import openapi_document
+from diemcau.tls import http_session
 
 log = logging.getLogger(__name__)
 CONSOLE_DIR = Path(__file__).parent / "console"
@@ -363,7 +364,7 @@ class Api:
         token = self.st.signer.mint(f"console:{p.user}", stream, "sub", 3600, aud=relay.id)
         url = f"{relay.url.rstrip('/')}/whep/{stream}"
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http_session(timeout=aiohttp.ClientTimeout(total=10)) as http:
                 async with http.post(url, data=offer, headers={
                         "Content-Type": "application/sdp", "Authorization": f"Bearer {token}"}) as r:
                     answer = await r.text()
@@ -388,7 +389,7 @@ class Api:
             raise Problem(403, "this preview belongs to another operator")
         del self.previews[request.match_info["session"]]
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            async with http_session(timeout=aiohttp.ClientTimeout(total=5)) as http:
                 async with http.delete(url, headers={"Authorization": f"Bearer {token}"}):
                     pass
         except (aiohttp.ClientError, asyncio.TimeoutError):

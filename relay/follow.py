@@ -19,6 +19,7 @@ import aiohttp
 from diemcau.messages import Assign
 
 from .client import SignallingError, SinkFactory, WhepSubscriber
+from diemcau.tls import http_session
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Follower:
 
     async def run(self) -> None:
         backoff = 0.1
-        async with aiohttp.ClientSession() as http:
+        async with http_session() as http:
             self._http = http
             try:
                 while not self._stop.is_set():

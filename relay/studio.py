@@ -22,6 +22,7 @@ from av import AudioFrame, VideoFrame
 from .client import SignallingError, WhipPublisher
 from .rtp import unix_to_ntp
 from .rtpout import RtpFeedback, RtpOutput
+from diemcau.tls import http_session
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class Studio:
         self._stop.set()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as http:
+        async with http_session() as http:
             keepers = [asyncio.ensure_future(self._keep_published(http, url, tok)) for url, tok in self.targets]
             try:
                 await self._stream()
