@@ -8,7 +8,8 @@ split over the targets, it sends mutated and random input:
   http      every orchestrator route (from its route table), with and without credentials
   relay     WHIP/WHEP POST with mutated real SDP offers, DELETE/layer on random sessions
   control   the control channel (WebSocket) with junk frames and mutated messages
-  udp       malformed STUN, DTLS, RTP and RTCP datagrams at the relay's ICE port
+  udp       malformed STUN, DTLS, RTP and RTCP datagrams at the relay's ICE port and at the
+            receiving side's (the WHEP client and RTP input a hall daemon runs)
 
 and counts: `crashes` (exceptions that escaped a handler or a protocol callback, or a parser
 raising something other than its documented error), `unexpected_5xx` (any 5xx but a 503 with
@@ -434,6 +435,9 @@ async def run(budget: int, seed: int) -> dict:
         await pc.close()
         ice_port = next(int(line.split()[5]) for s in core.subscribers.values()
                         for line in (s.pc.localDescription.sdp.splitlines()) if line.startswith("a=candidate"))
+        # the viewer's own port: the receiving side a hall daemon runs (WhepSubscriber + RtpInput)
+        hall_port = next(int(line.split()[5]) for line in viewer.pc.localDescription.sdp.splitlines()
+                         if line.startswith("a=candidate"))
         canary_events = len(await state.store.events(10_000))
         root = Path(__file__).resolve().parent.parent
         seeds = {
@@ -459,7 +463,8 @@ async def run(budget: int, seed: int) -> dict:
         await fz.relay(share["relay"] - warm["relay"], relay_url, signer, offer)
         await fz.control(share["control"], orch_url, bundle.node_key)
         before_udp = received["n"]
-        await fz.udp(share["udp"], ice_port)
+        await fz.udp(share["udp"] // 2, ice_port)
+        await fz.udp(share["udp"] - share["udp"] // 2, hall_port)
         await asyncio.sleep(1.5)
         viewer_ok = received["n"] > before_udp
         elapsed = time.time() - t0

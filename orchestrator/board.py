@@ -13,7 +13,7 @@ from .store import Store, now_ms
 def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int, assigned: dict | None = None,
                heartbeat_ms: int = 500, programme_fps: float = 0.0) -> str:
     """on_air | on_backup | degraded | audio_only | connecting | dark."""
-    if not connected and age_ms > min(dark_after_ms, 2 * heartbeat_ms):
+    if not connected and age_ms > min(dark_after_ms, heartbeat_ms):
         return "dark"  # its control channel closed and no heartbeat since: the daemon is gone
     if age_ms > dark_after_ms:
         return "dark"

@@ -43,6 +43,7 @@ class ControlHub:
         self.redis = redis
         self.channels: dict[str, web.WebSocketResponse] = {}
         self.planner = None  # set by the app once built
+        self.on_disconnect = None  # called with the node id when its channel closes
         self.heartbeats = 0
         self.rejected_messages = 0
         self._listener: asyncio.Task | None = None
@@ -143,6 +144,8 @@ class ControlHub:
                 del self.channels[node]
                 try:
                     await self.store.disconnected(node, self.s.instance)
+                    if self.on_disconnect is not None:
+                        self.on_disconnect(node)
                     await self.store.event("disconnect", node)
                 except (redis_errors.RedisError, OSError) as exc:
                     log.warning("cannot record %s's disconnect (Redis: %s)", node, exc)

@@ -284,7 +284,7 @@ class Planner:
             elif not a.get("backup") and self._choose(node, views, {a["upstream"]}) is not None:
                 await self.plan(node, views, assign, "adding a standby", primary_id=a["upstream"])
             elif (node in self.halls and role.get(a["upstream"]) == "origin" and role.get(a.get("backup")) == "regional"
-                  and stats.get(node, {}).get("backup_state") == "standby"):
+                  and st.get("backup") == a["backup"] and st.get("backup_state") == "standby"):
                 # placed on an origin while no regional relay was up: move over, make-before-break
                 await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"],
                                 backup_id=a["upstream"], move=True)

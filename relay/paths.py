@@ -31,6 +31,7 @@ MAX_TICK_LAG_S = 0.03
 SWITCH_HOLDOFF_S = 3.0
 HOLDOFF_FACTOR = 2.0  # within the hold-off after a switch, a switch back needs this many times the silence
 STANDBY_JITTER_S = (0.5, 5.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
+COLD_MOVE_TIMEOUT_S = 10.0  # a move waits this long for the target to be up warm on the standby path
 
 
 class DualPath:
@@ -156,6 +157,11 @@ class DualPath:
             if backup is not None:
                 asyncio.ensure_future(self._assign_after_switch(backup))
             return
+        elif msg.move and a.ready:
+            # a deliberate move to a relay we have no path to: bring it up warm on the standby
+            # path first, then switch (make-before-break), rather than reconnect the live path
+            asyncio.ensure_future(self._move_cold(primary, backup))
+            return
         else:
             a.assign(primary)
         if backup is not None:
@@ -169,6 +175,23 @@ class DualPath:
     async def _assign_later(self, backup: Assign, delay: float) -> None:
         await asyncio.sleep(delay)
         self.backup.assign(backup)
+
+    async def _move_cold(self, primary: Assign, backup: Assign | None) -> None:
+        self.backup.assign(primary)
+        deadline = time.monotonic() + COLD_MOVE_TIMEOUT_S
+        while not (self.backup.upstream == primary.upstream and self.backup.ready):
+            if time.monotonic() > deadline or self.active.upstream == primary.upstream:
+                break
+            await asyncio.sleep(0.02)
+        if self.backup.upstream == primary.upstream and self.backup.ready:
+            if not await self.switch("moved", planned=True):
+                self.active.assign(primary)
+        elif self.active.upstream != primary.upstream:
+            log.warning("move to %s: no warm path within %.0f s; moving the live path", primary.upstream,
+                        COLD_MOVE_TIMEOUT_S)
+            self.active.assign(primary)
+        if backup is not None:
+            await self._assign_after_switch(backup)
 
     async def _assign_after_switch(self, backup: Assign) -> None:
         while self._switching:
