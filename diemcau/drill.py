@@ -3,8 +3,11 @@
 `diemcau drill kill-relay --report r.json` kills the regional relay serving the
 most halls; `kill-origin` kills the origin most regional relays pull from (they
 keep a warm path to the other one); `kill-source` kills the primary studio
-encoder (origins switch to the backup feed at its next keyframe). Every figure comes from the halls' own verifiers: gaps between
-complete frames, and programme frames (VP8 picture ids) that never arrived.
+encoder (origins switch to the backup feed at its next keyframe); `kill-redis` kills the embedded
+Redis and restarts it from its append-only file 3 s later (media must not notice); `drain-relay`
+drains the busiest regional relay through the API (its halls move make-before-break: no frame may
+be lost). Every figure comes from the halls' own verifiers: gaps between complete frames, and
+programme frames (VP8 picture ids) that never arrived.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def run_drill(args) -> int:
         before = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
         killed_at = time.time()
         victim = dep.inject(kind, token)
-        print(f"drill {kind}: SIGKILL {victim} at t={killed_at:.3f}", flush=True)
+        print(f"drill {kind}: {'drain' if kind == 'drain-relay' else 'SIGKILL'} {victim} at t={killed_at:.3f}", flush=True)
         time.sleep(SETTLE_S)
         after = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
         report = drill_report(kind, victim, killed_at, halls, before, after)

@@ -246,10 +246,15 @@ class Planner:
         drained = {v.id for v in views if v.drained}
         if not drained:
             return
+        role = {v.id: v.role for v in views}
         for node, a in list(assign.items()):
             if a["upstream"] in drained:
-                # make-before-break: the node's standby (if not drained too) becomes its primary
+                # make-before-break: the node's standby becomes its primary, unless it is drained
+                # too or is an origin a hall would only leave again; then the best relay, which
+                # the hall brings up warm on its standby path before it switches
                 backup = a.get("backup") if a.get("backup") not in drained else None
+                if node in self.halls and role.get(backup) == "origin":
+                    backup = None
                 await self.plan(node, views, assign, f"{a['upstream']} drained", drained, primary_id=backup, move=True)
             elif a.get("backup") in drained:
                 await self.plan(node, views, assign, f"standby {a['backup']} drained", drained,
