@@ -34,7 +34,8 @@ async def _freeze_and_switch(relay, signer, main, counts):
         await wait_for(lambda: relay.core.sources.get("programme") and
                        set(relay.core.sources["programme"].feeds) == {"primary", "backup"}, 15, what="two feeds")
         src = relay.core.sources["programme"]
-        assert src.active_role == "primary"
+        # whichever encoder connected first went on air; the primary takes over once it is live
+        await wait_for(lambda: src.active_role == "primary", 3, what="the primary feed on air")
         sub = await subscribe(http, relay.url, signer, counts)
         await wait_for(lambda: counts.frames > 30, 10)
         arrivals = counts.arrivals
