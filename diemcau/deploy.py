@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import sys
 import tempfile
 import time
@@ -300,7 +299,9 @@ class Deployment:
             self.procs["redis"].send_signal(signal.SIGKILL)
             self.procs["redis"].wait()
             # it comes back after a while from its append-only file, as a supervisor would restart it
-            threading.Timer(REDIS_DOWN_S, self.start_redis).start()
+            # (from this thread: children die with the thread that started them, see _preexec)
+            time.sleep(REDIS_DOWN_S)
+            self.start_redis()
         else:
             raise ValueError(f"unknown fault {kind}")
         return target

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from aiohttp import web
 
-from diemcau.http import on_prepare_security_headers, problem_middleware
+from diemcau.http import Problem, on_prepare_security_headers, problem_middleware
 from diemcau.tokens import MediaTokenSigner
 from diemcau.topology import Profile, Topology, load_profile, load_topology
 
@@ -75,7 +76,8 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
     node_key, signer = load_secrets(settings)
     topology = load_topology(settings.topology or None)
     profile = load_profile(settings.profile)
-    app = web.Application(middlewares=[_audit_middleware, problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[_audit_middleware, problem_middleware, _redis_middleware],
+                          client_max_size=settings.max_body_bytes)
     app.on_response_prepare.append(on_prepare_security_headers)
 
     async def on_startup(app: web.Application) -> None:
@@ -168,6 +170,17 @@ class _LeaderGate:
     async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
         if self.leadership.is_leader:
             await self.planner.on_media_lost(node, upstream, reason)
+
+
+@web.middleware
+async def _redis_middleware(request: web.Request, handler):
+    """Redis down: the API says so (503, retry shortly) instead of failing; media is unaffected."""
+    try:
+        return await handler(request)
+    except (RedisError, ConnectionError) as exc:
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
+        raise Problem(503, "the control plane's store (Redis) is unavailable; media is unaffected; retry shortly",
+                      {"Retry-After": "2"}) from None
 
 
 AUDITED_PER_MIN = 20  # authentication failures recorded per source address and minute; then one summary

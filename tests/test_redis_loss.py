@@ -42,6 +42,9 @@ async def test_redis_restart_keeps_media_flowing_and_loses_no_configuration(tmp_
         redis.wait(5)
         await asyncio.sleep(2.0)  # Redis is down: the hall still receives
         mid = hall.stats().frames_received
+        async with aiohttp.ClientSession() as http:  # the API says Redis is down, it does not fail
+            async with http.post(orch.url + "/api/v1/login", json={"username": "duty", "password": "x"}) as r:
+                assert r.status == 503 and r.headers.get("Retry-After") and "Redis" in (await r.json())["error"]
         await asyncio.sleep(1.0)
         assert hall.stats().frames_received > mid + 20
         redis = _redis(tmp_path, sock)
