@@ -15,6 +15,7 @@ from pathlib import Path
 from diemcau.deploy import Deployment
 from diemcau.topology import load_profile, load_topology
 
+from .html import render_html
 from .scenario import load_scenario
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -22,9 +23,11 @@ KINDS = (("loadtest.worker", "workers"), ("diemcau edge", "halls"), ("diemcau re
          ("diemcau orchestrator", "orchestrator"), ("diemcau studio", "studios"), ("redis-server", "redis"))
 
 
-def cpu_by_kind() -> dict[str, float]:
-    """CPU seconds used so far by every process of each kind on this machine."""
+def cpu_by_kind(rss_mb: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds used so far by every process of each kind on this machine; when `rss_mb` is
+    given, also fills it with each kind's resident memory now (MB)."""
     out: dict[str, float] = {}
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -36,6 +39,8 @@ def cpu_by_kind() -> dict[str, float]:
         for needle, kind in KINDS:
             if needle in cmd:
                 out[kind] = out.get(kind, 0.0) + (int(stat[11]) + int(stat[12])) / CLK_TCK
+                if rss_mb is not None:
+                    rss_mb[kind] = round(rss_mb.get(kind, 0.0) + int(stat[21]) * page_mb, 1)
                 break
     return out
 
@@ -110,7 +115,8 @@ def run_loadtest(args) -> int:
                   f"participants watching {viewers}/{sc.participants}", end="", flush=True)
             time.sleep(1.0)
         print(flush=True)
-        cpu1, t1 = cpu_by_kind(), time.time()
+        rss: dict[str, float] = {}
+        cpu1, t1 = cpu_by_kind(rss), time.time()
         time.sleep(max(start_at + sc.duration_s - time.time(), 0))
         board = dep.get("/api/v1/halls", token)
         rows = []
@@ -119,7 +125,13 @@ def run_loadtest(args) -> int:
             w.wait(timeout=120)
             rows.extend(json.loads(out or b"[]"))
         report = build_report(sc, halls, rows, board, faults, cpu0, cpu1, t1 - t0)
+        report["rss_mb"] = rss
+        report["started_at"] = start_at
+        report["duration_s"] = sc.duration_s
         Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        html_path = Path(args.report).with_suffix(".html")
+        html_path.write_text(render_html(report), encoding="utf-8")
+        print(f"report: {args.report} and {html_path}", flush=True)
         print(json.dumps({k: v for k, v in report.items() if k not in ("per_participant", "per_hall")}, indent=2))
         if report["participants_receiving"] < report["participants"]:
             code = 1

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,26 @@ def test_smoke_rehearsal_all_participants_receive_through_a_relay_kill(tmp_path)
     assert fault["kind"] == "kill-relay" and fault["effect"]["participants_frozen"] >= 1
     assert fault["effect"]["participant_max_freeze_ms"] < 2000
     assert r["cpu"]["relays"] > 0 and r["cpu"]["halls"] > 0
+    assert r["rss_mb"]["relays"] > 0 and r["rss_mb"]["halls"] > 0
+
+    # the HTML report, as an operator opens it in a browser
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_console import CHROMIUM, FLAGS
+
+    page_path = report.with_suffix(".html")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(page_path.as_uri())
+            assert "smoke" in page.inner_text("h1")
+            assert page.locator("#join-cdf polyline").count() == 1
+            assert page.locator("#delivered rect[data-hall]").count() == r["halls"]
+            assert page.locator("#freezes line.fault").count() == 1  # the relay kill, marked on the timeline
+            assert page.locator("#freezes rect").count() >= fault["effect"]["participants_frozen"]
+            assert page.locator("#participants tbody tr").count() == 16
+            assert page.locator("#resources tbody tr").count() == len(r["cpu"])
+            page.screenshot(path=str(Path(__file__).parent.parent / "docs" / "loadtest-report.png"), full_page=True)
+        finally:
+            browser.close()
