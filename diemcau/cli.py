@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     d.set_defaults(fn=_demo)
 
     dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")
-    dr.add_argument("kind", choices=["kill-relay", "kill-origin", "kill-source", "kill-redis", "drain-relay"])
+    dr.add_argument("kind", choices=["kill-relay", "kill-origin", "kill-source", "kill-redis",
+                                         "kill-orchestrator-leader", "drain-relay"])
     dr.add_argument("--report")
     dr.add_argument("--edges", type=int, default=70)
     dr.add_argument("--profile", default="local")

@@ -76,6 +76,8 @@ class Deployment:
     workdir: Path
     host: str = "127.0.0.1"
     orch_port: int = 8700
+    orchestrators: int = 1  # instances sharing Redis; one leads (kill-orchestrator-leader needs 2)
+    orch_ports: list = field(default_factory=list)
     redis_url: str = ""
     operator_password: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -88,13 +90,25 @@ class Deployment:
     tls: bool = False  # HTTPS/WSS everywhere, with a private CA made for this run
     tls_files: dict = field(default_factory=dict)
 
+    def _orch_names(self) -> list[str]:
+        return ["orchestrator"] + [f"orchestrator-{i}" for i in range(2, len(self.orch_ports) + 1)]
+
     @property
     def base_url(self) -> str:
-        return f"{scheme(self.tls)}://{self.host}:{self.orch_port}"
+        """The first orchestrator instance still running (any instance serves the whole API)."""
+        port = self.orch_port
+        for name, p in zip(self._orch_names(), self.orch_ports):
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                port = p
+                break
+        return f"{scheme(self.tls)}://{self.host}:{port}"
 
     @property
     def control_url(self) -> str:
-        return f"{scheme(self.tls, ws=True)}://{self.host}:{self.orch_port}/api/v1/control"
+        """Every instance's control URL: nodes move their channel when one dies."""
+        ports = self.orch_ports or [self.orch_port]
+        return ",".join(f"{scheme(self.tls, ws=True)}://{self.host}:{p}/api/v1/control" for p in ports)
 
     def setup_tls(self) -> None:
         """A private CA and a certificate for this host; every process (and this one) trusts the CA."""
@@ -152,17 +166,20 @@ class Deployment:
         self.signer = MediaTokenSigner.from_pem(bundle.media_private_pem)
         self.operator_password = os.environ.get("DIEMCAU_OPERATOR_PASSWORD") or secrets.token_urlsafe(12)
         self.orch_port = port if port and port_free(port, self.host) else free_port(self.host)
-        self.spawn("orchestrator", [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.host,
-                                    "--port", str(self.orch_port), "--profile", self.profile.deployment.name], {
-            "REDIS_URL": self.redis_url,
-            "DIEMCAU_ORCH_KEY_PREFIX": self.key_prefix,
-            "DIEMCAU_ORCH_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
-            "DIEMCAU_ORCH_MEDIA_KEY_FILE": str(self.secrets_dir / "media.key"),
-            "DIEMCAU_ORCH_OPERATOR_PASSWORD": self.operator_password,
-            "DIEMCAU_ORCH_STREAM": self.profile.deployment.stream,
-            **self._tls_env("DIEMCAU_ORCH_"),
-        })
-        self.wait_http(self.base_url + "/console/", 20, "orchestrator")
+        self.orch_ports = [self.orch_port] + [free_port(self.host) for _ in range(self.orchestrators - 1)]
+        for i, (name, p) in enumerate(zip(self._orch_names(), self.orch_ports), start=1):
+            self.spawn(name, [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.host, "--port", str(p),
+                              "--instance", f"orch-{i}", "--profile", self.profile.deployment.name], {
+                "REDIS_URL": self.redis_url,
+                "DIEMCAU_ORCH_KEY_PREFIX": self.key_prefix,
+                "DIEMCAU_ORCH_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),
+                "DIEMCAU_ORCH_MEDIA_KEY_FILE": str(self.secrets_dir / "media.key"),
+                "DIEMCAU_ORCH_OPERATOR_PASSWORD": self.operator_password,
+                "DIEMCAU_ORCH_STREAM": self.profile.deployment.stream,
+                **self._tls_env("DIEMCAU_ORCH_"),
+            })
+        for p in self.orch_ports:
+            self.wait_http(f"{scheme(self.tls)}://{self.host}:{p}/console/", 20, "orchestrator")
 
     def start_relays(self) -> None:
         assert self.secrets_dir is not None
@@ -270,6 +287,12 @@ class Deployment:
         with tls_urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
+    def _metrics(self, port: int, token: str) -> str:
+        req = urllib.request.Request(f"{scheme(self.tls)}://{self.host}:{port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with tls_urlopen(req, timeout=5) as resp:
+            return resp.read().decode()
+
     def inject(self, kind: str, token: str) -> str:
         """Inject a fault now; returns its target. SIGKILL: kill-relay (the regional relay serving
         the most halls), kill-origin (the origin most regional relays pull from), kill-source (the
@@ -289,6 +312,14 @@ class Deployment:
         elif kind == "switch-source":
             target = "backup"
             self.post("/api/v1/source", token, {"role": "backup"})
+        elif kind == "kill-orchestrator-leader":
+            target = ""
+            for name, port in zip(self._orch_names(), self.orch_ports):
+                if self.procs[name].poll() is None and "diemcau_leader 1" in self._metrics(port, token):
+                    target = name
+            if not target:
+                raise SystemExit("no orchestrator instance says it leads")
+            self.procs[target].send_signal(signal.SIGKILL)
         elif kind == "drain-relay":
             target = max((r for r in relays if r["role"] == "regional" and r["alive"]), key=lambda r: r["halls"])["id"]
             self.post(f"/api/v1/relays/{target}/drain", token, {"drain": True})
@@ -309,9 +340,9 @@ class Deployment:
     # -- teardown ----------------------------------------------------------------------------
 
     def stop(self, grace: float = 8.0) -> None:
-        order = [n for n in self.procs if n.startswith(("halls-", "hall-"))] + [n for n in self.procs if n.startswith("studio")] + [
-            n for n in self.procs if n.startswith("relay-")] + ["orchestrator", "redis"]
-        for names in (order[:-2], order[-2:-1], order[-1:]):
+        media = [n for n in self.procs if n.startswith(("halls-", "hall-"))] + [n for n in self.procs if n.startswith("studio")] + [
+            n for n in self.procs if n.startswith("relay-")]
+        for names in (media, [n for n in self.procs if n.startswith("orchestrator")], ["redis"]):
             for n in names:
                 p = self.procs.get(n)
                 if p is not None and p.poll() is None:

@@ -4,7 +4,8 @@
 most halls; `kill-origin` kills the origin most regional relays pull from (they
 keep a warm path to the other one); `kill-source` kills the primary studio
 encoder (origins switch to the backup feed at its next keyframe); `kill-redis` kills the embedded
-Redis and restarts it from its append-only file 3 s later (media must not notice); `drain-relay`
+Redis and restarts it from its append-only file 3 s later, `kill-orchestrator-leader` runs two
+orchestrator instances and kills the one holding the lease (media must not notice either); `drain-relay`
 drains the busiest regional relay through the API (its halls move make-before-break: no frame may
 be lost). Every figure comes from the halls' own verifiers: gaps between complete frames, and
 programme frames (VP8 picture ids) that never arrived.
@@ -36,7 +37,8 @@ def run_drill(args) -> int:
     topology = load_topology()
     halls = [h.id for h in topology.halls[: args.edges]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-drill-{kind}-"))
-    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host,
+                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1)
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
     code = 0
@@ -56,7 +58,7 @@ def run_drill(args) -> int:
             except (urllib.error.URLError, OSError, ValueError):
                 board = {"halls": []}
             rows = [h for h in board["halls"] if h["id"] in halls]
-            ready = [h for h in rows if h["state"] == "on_air" and h.get("backup_state") == "standby"]
+            ready = [h for h in rows if h["state"] in ("on_air", "degraded") and h.get("backup_state") == "standby"]
             if len(ready) == len(halls):
                 break
             if time.time() > deadline:

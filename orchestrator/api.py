@@ -101,12 +101,29 @@ class Api:
         self._board_changed = asyncio.Event()
         self.sse_clients = 0
         self.previews: dict[str, tuple[str, str, str]] = {}  # session -> (relay URL, token, operator)
-        self.closing = False  # set on shutdown: open event streams end instead of holding it up
+        self.closing = False
+        self._refresh_pending = False
+        self._refresh_task: asyncio.Task | None = None  # set on shutdown: open event streams end instead of holding it up
         self._verifier = app_state.signer.verifier()
 
     @property
     def accounts(self) -> Accounts:
         return self.st.accounts
+
+    def refresh_board_soon(self, delay_s: float) -> None:
+        if self._refresh_pending or self.closing:
+            return
+        self._refresh_pending = True
+
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            self._refresh_pending = False
+            try:
+                await self.refresh_board()
+            except Exception as exc:  # Redis down or busy: the periodic refresh carries on
+                log.warning("board refresh failed: %s", exc)
+
+        self._refresh_task = asyncio.ensure_future(later())
 
     def close_streams(self) -> None:
         self.closing = True

@@ -102,10 +102,9 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         app[STATE_KEY] = state
         api = Api(state)
         app["api"] = api
-        loop = asyncio.get_running_loop()
-        # a closed control channel shows on the board as soon as the hall's next heartbeat is late
-        hub.on_disconnect = lambda node: loop.call_later(
-            (settings.hall_heartbeat_ms + 60) / 1000, lambda: asyncio.ensure_future(api.refresh_board()))
+        # a closed control channel shows on the board as soon as the hall's next heartbeat is late:
+        # one extra refresh then, however many channels close at once
+        hub.on_disconnect = lambda node: api.refresh_board_soon((settings.hall_heartbeat_ms + 60) / 1000)
         state.tasks = [
             asyncio.create_task(_every(settings.flush_interval_ms, store.flush, "flush"), name="flush"),
             asyncio.create_task(_leader_loop(state), name="leader"),
