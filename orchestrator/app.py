@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from aiohttp import web
 
 from diemcau.http import Problem, on_prepare_security_headers, problem_middleware
+from diemcau.redisconn import connect as connect_redis
 from diemcau.tokens import MediaTokenSigner
 from diemcau.topology import Profile, Topology, load_profile, load_topology
 
@@ -84,7 +85,10 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         url = settings.redis_url or os.environ.get("REDIS_URL", "")
         if not url:
             raise StartupError("orchestrator: no Redis: set REDIS_URL (or use `diemcau demo`)")
-        redis = aioredis.from_url(url)
+        try:
+            redis = connect_redis(url)
+        except ValueError as exc:
+            raise StartupError(f"orchestrator: {exc}") from None
         try:
             await redis.ping()
         except Exception as exc:
