@@ -41,7 +41,7 @@ def sentinel_cluster(tmp_path):
         procs[f"sentinel-{i}"] = _spawn([binary, str(conf), "--sentinel"], log)
     try:
         yield {"url": "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in sentinels) + "/dc",
-               "procs": procs, "primary": primary, "replica": replica}
+               "procs": procs, "primary": primary, "replica": replica, "sentinels": sentinels}
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -55,7 +55,7 @@ def sentinel_cluster(tmp_path):
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 async def test_orchestrator_follows_a_sentinel_failover_and_loses_nothing(sentinel_cluster, start_orchestrator):
     import redis.asyncio as aioredis
 
@@ -71,6 +71,22 @@ async def test_orchestrator_follows_a_sentinel_failover_and_loses_nothing(sentin
             await r.aclose()
 
     await wait_for(replica_synced, 15, what="replica in sync")
+
+    # every sentinel knows the replica and the two other sentinels (else no quorum can promote it)
+    async def sentinels_ready():
+        for port in sentinel_cluster["sentinels"]:
+            r = aioredis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            try:
+                m = await r.sentinel_master("dc")
+                if int(m.get("num-slaves", 0)) < 1 or int(m.get("num-other-sentinels", 0)) < 2:
+                    return False
+            except Exception:
+                return False
+            finally:
+                await r.aclose()
+        return True
+
+    await wait_for(sentinels_ready, 40, interval=0.5, what="sentinels that know the replica and each other")
     orch = await start_orchestrator(redis_url=sentinel_cluster["url"])
     await orch.state.accounts.set_user("duty", "duty-password-1", "operator")
     await orch.state.store.event("note", "test", "before the failover", actor="duty")
