@@ -358,7 +358,6 @@ def _usage() -> dict:
 
 async def run(budget: int, seed: int) -> dict:
     from aiohttp import web
-    from aiortc import RTCPeerConnection
 
     from diemcau.deploy import redis_binary
     from diemcau.tokens import MediaTokenSigner, SecretsBundle
@@ -367,7 +366,7 @@ async def run(budget: int, seed: int) -> dict:
     from orchestrator.settings import OrchestratorSettings
     from relay.app import CORE_KEY
     from relay.app import make_app as make_relay
-    from relay.client import WhepSubscriber
+    from relay.client import WhepSubscriber, recvonly_offer
     from relay.ice import restrict_ice_addresses
     from relay.settings import RelaySettings
     from relay.studio import Studio
@@ -427,12 +426,7 @@ async def run(budget: int, seed: int) -> dict:
         viewer = WhepSubscriber(f"{relay_url}/whep/programme", signer.mint("viewer", "programme", "sub", 3600), sinks)
         http = aiohttp.ClientSession()
         await viewer.connect(http)
-        pc = RTCPeerConnection()
-        pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        offer = pc.localDescription.sdp
-        await pc.close()
+        offer = await recvonly_offer()
         ice_port = next(int(line.split()[5]) for s in core.subscribers.values()
                         for line in (s.pc.localDescription.sdp.splitlines()) if line.startswith("a=candidate"))
         # the viewer's own port: the receiving side a hall daemon runs (WhepSubscriber + RtpInput)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from urllib.parse import urljoin
 
 import aiohttp
-from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -207,3 +207,14 @@ class WhipPublisher:
         if http is not None:
             await _delete(http, self.resource, self.token)
         await self.pc.close()
+
+
+async def recvonly_offer() -> str:
+    """A real aiortc offer receiving video and audio (for checks and fuzzing that need one)."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp

@@ -203,3 +203,14 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, wha
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def login_ok(http, orch, user: str, password: str) -> bool:
+    """True when the orchestrator lets this operator log in now (False on refusal or no answer)."""
+    import aiohttp
+
+    try:
+        async with http.post(orch.url + "/api/v1/login", json={"username": user, "password": password}) as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False

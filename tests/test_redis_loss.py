@@ -9,7 +9,7 @@ import aiohttp
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
 from relay.agent import RelayAgent
-from tests.conftest import _die_with_parent, _redis_server_binary, wait_for
+from tests.conftest import _die_with_parent, _redis_server_binary, login_ok, wait_for
 from tests.media import start_studio
 
 
@@ -50,15 +50,8 @@ async def test_redis_restart_keeps_media_flowing_and_loses_no_configuration(tmp_
         redis = _redis(tmp_path, sock)
         await wait_for(lambda: sock.exists(), 10, what="redis back")
         async with aiohttp.ClientSession() as http:
-            async def login_ok():
-                try:
-                    async with http.post(orch.url + "/api/v1/login",
-                                         json={"username": "duty", "password": "duty-password-1"}) as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_for(login_ok, 10, what="accounts survive the restart")
+            await wait_for(lambda: login_ok(http, orch, "duty", "duty-password-1"), 10,
+                           what="accounts survive the restart")
         notes = await orch.state.store.events(50, kind="note")
         assert any(e["detail"] == "before the outage" for e in notes)
         # the control plane sees the hall again (heartbeats flow into the new Redis)

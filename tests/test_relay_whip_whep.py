@@ -5,7 +5,7 @@ import time
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
+from relay.client import recvonly_offer
 from aiortc.codecs import opus, vpx
 
 from tests.conftest import wait_for
@@ -79,16 +79,6 @@ def _offer_headers(token: str | None, ctype: str = "application/sdp") -> dict:
     return h
 
 
-async def _real_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 @pytest.mark.parametrize(
     "case,status,reason",
     [
@@ -108,7 +98,7 @@ async def _real_offer() -> str:
 async def test_whep_bad_requests_get_4xx_with_a_reason(start_relay, signer, case, status, reason):
     relay = await start_relay()
     good = signer.mint("v", "programme", "sub", 60)
-    offer = await _real_offer()
+    offer = await recvonly_offer()
     stream = "programme"
     headers = _offer_headers(good)
     body = offer
@@ -178,7 +168,7 @@ async def test_subscriber_that_never_connects_is_dropped(start_relay, signer):
     studio, task = await start_studio(relay.url, signer)
     async with aiohttp.ClientSession() as http:
         await wait_for(lambda: relay.core.sources.get("programme") and relay.core.sources["programme"].live, 10)
-        offer = await _real_offer()  # its peer connection is already closed: ICE never completes
+        offer = await recvonly_offer()  # its peer connection is already closed: ICE never completes
         async with http.post(f"{relay.url}/whep/programme", data=offer.encode(),
                              headers=_offer_headers(signer.mint("v", "programme", "sub", 60))) as r:
             assert r.status == 201

@@ -10,11 +10,10 @@ credential, a forged one, a node that is not in the topology.
 import re
 
 import aiohttp
-import pytest
-from aiortc import RTCPeerConnection
 
 from orchestrator.api import ROUTES as ORCH_ROUTES
 from orchestrator.auth import ROLES
+from relay.client import recvonly_offer
 from relay.server import ROUTES as RELAY_ROUTES
 from tests.conftest import wait_for
 from tests.media import start_studio
@@ -102,23 +101,13 @@ async def test_orchestrator_matrix(start_orchestrator):
                 assert r.status == want, f"control channel with {label}: {r.status}"
 
 
-async def _offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="recvonly")
-    pc.addTransceiver("audio", direction="recvonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    return sdp
-
-
 async def test_relay_matrix(start_relay, signer):
     relay = await start_relay("north-1", "origin")
     studio, task = await start_studio(relay.url, signer)
     try:
         async with aiohttp.ClientSession() as http:
             await wait_for(lambda: "programme" in relay.core.sources and relay.core.sources["programme"].live, 10)
-            offer = await _offer()
+            offer = await recvonly_offer()
             # a real subscriber session to aim DELETE and layer requests at
             owner = signer.mint("hall-a", "programme", "sub", 60, aud="north-1")
             async with http.post(relay.url + "/whep/programme", data=offer,
@@ -170,7 +159,7 @@ async def test_relay_session_limits_per_token_and_per_address(start_relay, signe
         async with aiohttp.ClientSession() as http:
             await wait_for(lambda: "programme" in relay.core.sources and relay.core.sources["programme"].live, 10)
             # the studio's publish session counts against the address too: 1 of 3 used
-            offer = await _offer()
+            offer = await recvonly_offer()
             token = signer.mint("hall-a", "programme", "sub", 60)
 
             async def post(tok):

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import _redis_server_binary, free_port, wait_for
+from tests.conftest import _redis_server_binary, free_port, login_ok, wait_for
 
 
 def _spawn(args, log):
@@ -95,15 +95,8 @@ async def test_orchestrator_follows_a_sentinel_failover_and_loses_nothing(sentin
     sentinel_cluster["procs"]["primary"].send_signal(signal.SIGKILL)
     killed = time.monotonic()
     async with aiohttp.ClientSession() as http:
-        async def login_ok():
-            try:
-                async with http.post(orch.url + "/api/v1/login",
-                                     json={"username": "duty", "password": "duty-password-1"}) as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_for(login_ok, 30, interval=0.25, what="the orchestrator on the promoted replica")
+        await wait_for(lambda: login_ok(http, orch, "duty", "duty-password-1"), 30, interval=0.25,
+                       what="the orchestrator on the promoted replica")
         print(f"orchestrator answering from the new primary {time.monotonic() - killed:.1f} s after the kill")
     notes = await orch.state.store.events(50, kind="note")
     assert any(e["detail"] == "before the failover" for e in notes)
