@@ -367,6 +367,12 @@ class Api:
         offer = await request.content.read(self.st.settings.max_body_bytes + 1)
         if len(offer) > self.st.settings.max_body_bytes:
             raise Problem(413, f"body larger than {self.st.settings.max_body_bytes} bytes")
+        # an operator holds at most two previews: a page closed without its DELETE (a crashed
+        # browser) must not hold a place for ever, so the oldest of theirs makes way
+        mine = [s for s, (_, _, user) in self.previews.items() if user == p.user]
+        for session in mine[: max(len(mine) - 1, 0)]:
+            url, token, _ = self.previews.pop(session)
+            asyncio.ensure_future(self._end_preview(url, token))
         if len(self.previews) >= self.st.settings.previews_max:
             raise Problem(503, "too many console previews open", {"Retry-After": "10"})
         views, _ = await self.st.planner.relay_views()
@@ -405,13 +411,16 @@ class Api:
         if user != p.user and not p.allows("admin"):
             raise Problem(403, "this preview belongs to another operator")
         del self.previews[request.match_info["session"]]
+        await self._end_preview(url, token)
+        return web.Response(status=204)
+
+    async def _end_preview(self, url: str, token: str) -> None:
         try:
             async with http_session(timeout=aiohttp.ClientTimeout(total=5)) as http:
                 async with http.delete(url, headers={"Authorization": f"Bearer {token}"}):
                     pass
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass  # the relay is gone or ends the session itself when the peer connection closes
-        return web.Response(status=204)
 
     # -- events ----------------------------------------------------------------------------
 

@@ -140,3 +140,44 @@ async def test_refused_credentials_are_audited_with_who_and_from_where(start_orc
     assert "wrong username or password" in by_path["401 POST /api/v1/login"]["detail"]
     assert by_path["401 GET /api/v1/halls"]["subject"] == "127.0.0.1"
     assert by_path["401 GET /api/v1/control"]["actor"] == "HN-01"
+
+
+async def test_a_console_preview_is_proxied_and_an_operator_holds_at_most_two(start_orchestrator, start_relay, signer):
+    from relay.client import recvonly_offer
+
+    orch = await start_orchestrator()
+    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
+                               credential=orch.credential("origin-1"), heartbeat_ms=300)
+    agent = RelayAgent(origin.core, origin.url)
+    agent.start()
+    studio, task = await start_studio(origin.url, signer)
+    try:
+        await wait_for(lambda: "programme" in origin.core.sources and origin.core.sources["programme"].live, 10)
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}", "Content-Type": "application/sdp"}
+
+            async def relay_known():
+                async with http.get(orch.url + "/api/v1/relays", headers=h) as r:
+                    return any(x["id"] == "origin-1" and x["alive"] for x in (await r.json())["relays"])
+
+            await wait_for(relay_known, 10, what="the relay registered")
+            locations = []
+            for _ in range(3):
+                async with http.post(orch.url + "/api/v1/preview", data=await recvonly_offer(), headers=h) as r:
+                    assert r.status == 201, await r.text()
+                    assert r.headers["X-Diemcau-Relay"] == "origin-1" and (await r.text()).startswith("v=0")
+                    locations.append(r.headers["Location"])
+            api = orch.app["api"]
+            assert len(api.previews) == 2  # the oldest made way
+            await wait_for(lambda: len(origin.core.subscribers) == 2, 5, what="the oldest preview ended at the relay")
+            async with http.delete(orch.url + locations[0], headers=h) as r:
+                assert r.status == 404
+            async with http.delete(orch.url + locations[2], headers=h) as r:
+                assert r.status == 204
+            await wait_for(lambda: len(origin.core.subscribers) == 1, 5, what="the preview ended at the relay")
+            async with http.post(orch.url + "/api/v1/preview", data=b"v=0\r\njunk", headers=h) as r:
+                assert r.status == 400 and "SDP" in (await r.json())["error"]
+    finally:
+        studio.stop()
+        await task
+        await agent.stop()
