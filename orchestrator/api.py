@@ -198,11 +198,7 @@ class Api:
     async def source(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
         board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
-        origins = [
-            {"relay": r["id"], "alive": r["alive"], "feeds": r.get("feeds", []), "active_feed": r.get("active_feed", "")}
-            for r in board["relays"] if r.get("role") == "origin"
-        ]
-        return web.json_response({"stream": self.st.settings.stream, "origins": origins})
+        return web.json_response({"stream": self.st.settings.stream, **board["source"]})
 
     async def switch_source(self, request: web.Request) -> web.Response:
         """Put the primary or backup studio feed on air at every origin."""
@@ -296,14 +292,13 @@ class Api:
             raise Problem(404, f"unknown hall {hall}")
         body = await read_json(request, MoveBody, 4096)
         async with self._locked(hall, p.user):
-            assign = (await self.st.store.assignments()).get(hall) or {}
-            current = assign.get("upstream", "")
+            views, assignments = await self.st.planner.relay_views()
+            current = (assignments.get(hall) or {}).get("upstream", "")
             if body.expect and body.expect != current:
                 raise Problem(409, f"hall {hall} is on {current or 'no relay'} now, not {body.expect}: "
                                    "it moved meanwhile")
             if body.relay == current:
                 raise Problem(409, f"hall {hall} is already on {current}")
-            views, _ = await self.st.planner.relay_views()
             target = next((v for v in views if v.id == body.relay), None)
             if target is None:
                 raise Problem(404, f"unknown relay {body.relay}")

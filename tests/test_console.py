@@ -31,16 +31,21 @@ async def browser():
             raise AssertionError(f"{what} within 20 s") from None
 
 
-async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchestrator, browser):
-    orch = await start_orchestrator(board_interval_ms=250)
-    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-    await page.goto(orch.url + "/console/")
+async def log_in(page, base_url: str, password: str) -> None:
+    """A wrong password is refused with the Vietnamese message; the right one shows the board."""
+    await page.goto(base_url + "/console/")
     await page.fill("input[name=password]", "not-the-password")
     await page.click("form#login button[type=submit]")
     await page.wait_for_selector("#login-error:has-text('Sai')", timeout=5000)
-    await page.fill("input[name=password]", orch.password)
+    await page.fill("input[name=password]", password)
     await page.click("form#login button[type=submit]")
     await page.wait_for_selector("tr[data-hall]", timeout=10000)
+
+
+async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchestrator, browser):
+    orch = await start_orchestrator(board_interval_ms=250)
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    await log_in(page, orch.url, orch.password)
     assert await page.locator("tr[data-hall]").count() == 70
     assert await page.locator("div.region").count() == 3
     assert "Hội trường" in await page.locator("tr[data-hall='HN-01'] td.name").inner_text()

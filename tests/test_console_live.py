@@ -10,7 +10,7 @@ import pytest
 
 from diemcau.deploy import Deployment
 from diemcau.topology import load_profile, load_topology
-from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
+from tests.test_console import browser, log_in  # noqa: F401  (browser: the Chromium fixture)
 
 DOCS = Path(__file__).parent.parent / "docs"
 SOLO = "KG-01"  # this hall runs in its own process so that it can be killed alone
@@ -55,13 +55,7 @@ async def _states(page) -> dict:
 async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment, browser):  # noqa: F811
     dep = deployment
     page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-    await page.goto(dep.base_url + "/console/")
-    await page.fill("input[name=password]", "wrong-password")
-    await page.click("form#login button[type=submit]")
-    await page.wait_for_selector("#login-error:has-text('Sai')", timeout=5000)
-    await page.fill("input[name=password]", dep.operator_password)
-    await page.click("form#login button[type=submit]")
-    await page.wait_for_selector("tr[data-hall]", timeout=10000)
+    await log_in(page, dep.base_url, dep.operator_password)
     assert await page.locator("tr[data-hall]").count() == 70
     assert await page.locator("circle[data-map-hall]").count() == 70
 
