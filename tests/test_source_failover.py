@@ -34,8 +34,15 @@ async def _freeze_and_switch(relay, signer, main, counts):
         await wait_for(lambda: relay.core.sources.get("programme") and
                        set(relay.core.sources["programme"].feeds) == {"primary", "backup"}, 15, what="two feeds")
         src = relay.core.sources["programme"]
-        # whichever encoder connected first went on air; the primary takes over once it is live
-        await wait_for(lambda: src.active_role == "primary", 3, what="the primary feed on air")
+        # whichever encoder connected first went on air and the primary takes over once it is live;
+        # on a loaded box the in-process primary may also stall once and settle the origin on the
+        # backup: then put it back as an operator would, so the freeze below starts from the primary
+        try:
+            await wait_for(lambda: src.active_role == "primary", 3, what="the primary feed on air")
+        except AssertionError:
+            assert relay.core.switch_source("programme", "primary", "test: primary back on air")
+        await wait_for(lambda: src.active_role == "primary" and src.feeds["primary"].alive(0.2), 3,
+                       what="the primary feed on air and live")
         sub = await subscribe(http, relay.url, signer, counts)
         await wait_for(lambda: counts.frames > 30, 10)
         arrivals = counts.arrivals
