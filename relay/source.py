@@ -51,7 +51,7 @@ class Source:
     def add_feed(self, feed: Feed) -> None:
         self.feeds[feed.role] = feed
         if not self.active_role or self.active_role not in self.feeds:
-            self.switch_to(feed.role, "first feed")
+            self.switch_to(feed.role, "first feed", settle=False)
 
     def remove_feed(self, feed: Feed) -> None:
         if self.feeds.get(feed.role) is feed:
@@ -82,7 +82,7 @@ class Source:
 
         return on_packet, on_sr
 
-    def switch_to(self, role: str, reason: str) -> bool:
+    def switch_to(self, role: str, reason: str, settle: bool = True) -> bool:
         feed = self.feeds.get(role)
         if feed is None:
             return False
@@ -93,7 +93,7 @@ class Source:
             inp = feed.inputs.get(kind)
             up.set_keyframe_requester(inp.request_keyframe if inp is not None else None)
             up.new_upstream()  # re-anchors subscribers and asks the new feed for a keyframe
-        if reason not in ("first feed", "primary feed is live"):
+        if settle:
             self.settled = True
         if previous and previous != role:
             self.switches.append((time.time(), previous, role, reason))
@@ -106,12 +106,17 @@ class Source:
         primary = self.feeds.get("primary")
         if (not self.settled and active is not None and self.active_role != "primary" and primary is not None
                 and primary.alive(stall_s)):
-            self.switch_to("primary", "primary feed is live")
+            self.switch_to("primary", "primary feed is live", settle=False)
             return "primary feed is live"
         if active is None or len(self.feeds) < 2 or active.alive(stall_s):
             return None
         for role, feed in self.feeds.items():
             if role != self.active_role and feed.alive(stall_s):
+                if active.last_packet_at == 0:
+                    # it never sent anything: not a failover, just the live feed first
+                    reason = f"{self.active_role} feed not live yet"
+                    self.switch_to(role, reason, settle=False)
+                    return reason
                 reason = f"{self.active_role} feed silent for {(time.monotonic() - active.last_packet_at) * 1000:.0f} ms"
                 self.switch_to(role, reason)
                 return reason
