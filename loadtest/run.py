@@ -24,8 +24,8 @@ KINDS = (("loadtest.worker", "workers"), ("diemcau edge", "halls"), ("diemcau re
 
 
 def cpu_by_kind(rss_mb: dict[str, float] | None = None) -> dict[str, float]:
-    """CPU seconds used so far by every process of each kind on this machine; when `rss_mb` is
-    given, also fills it with each kind's resident memory now (MB)."""
+    """CPU seconds used so far by each process of ours, keyed "kind/pid"; when `rss_mb` is given,
+    also fills it with each kind's resident memory now (MB)."""
     out: dict[str, float] = {}
     page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
     for pid in os.listdir("/proc"):
@@ -38,7 +38,7 @@ def cpu_by_kind(rss_mb: dict[str, float] | None = None) -> dict[str, float]:
             continue
         for needle, kind in KINDS:
             if needle in cmd:
-                out[kind] = out.get(kind, 0.0) + (int(stat[11]) + int(stat[12])) / CLK_TCK
+                out[f"{kind}/{pid}"] = (int(stat[11]) + int(stat[12])) / CLK_TCK
                 if rss_mb is not None:
                     rss_mb[kind] = round(rss_mb.get(kind, 0.0) + int(stat[21]) * page_mb, 1)
                 break
@@ -154,6 +154,16 @@ def inject(dep: Deployment, token: str, kind: str) -> dict:
     return {"kind": kind, "target": target, "time": at}
 
 
+def cpu_percent(cpu0: dict[str, float], cpu1: dict[str, float], window_s: float) -> dict[str, float]:
+    """Per kind, percent of one core over the window, from processes alive at its end (a process
+    killed by a fault takes its seconds with it: counting it would make the figure negative)."""
+    out: dict[str, float] = {}
+    for key, end in cpu1.items():
+        kind = key.split("/", 1)[0]
+        out[kind] = out.get(kind, 0.0) + end - cpu0.get(key, 0.0)
+    return {k: round(v / window_s * 100, 1) for k, v in out.items()}
+
+
 def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:
     connected = [r for r in rows if r["connected"]]
     receiving = [r for r in connected if r["frames"] > 0]
@@ -179,7 +189,7 @@ def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:
         "halls_on_air": sum(1 for h in hall_rows.values() if h["state"] == "on_air"),
         "max_hall_freeze_ms": max((h.get("max_freeze_ms", 0.0) for h in hall_rows.values()), default=0.0),
         "faults": faults,
-        "cpu": {k: round((cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / window_s * 100, 1) for k in set(cpu0) | set(cpu1)},
+        "cpu": cpu_percent(cpu0, cpu1, window_s),
         "cpu_unit": "percent of one core over the measured window",
         "per_hall": [{"hall": h, "state": hall_rows.get(h, {}).get("state"), "relay": hall_rows.get(h, {}).get("relay"),
                       "viewers": hall_rows.get(h, {}).get("viewers", 0)} for h in halls],
