@@ -31,15 +31,27 @@ async def browser():
             raise AssertionError(f"{what} within 20 s") from None
 
 
-async def log_in(page, base_url: str, password: str) -> None:
+async def log_in(page, base_url: str, password: str, board_timeout_ms: int = 10000) -> None:
     """A wrong password is refused with the Vietnamese message; the right one shows the board."""
     await page.goto(base_url + "/console/")
     await page.fill("input[name=password]", "not-the-password")
     await page.click("form#login button[type=submit]")
     await page.wait_for_selector("#login-error:has-text('Sai')", timeout=5000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url} {req.failure}"))
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     await page.fill("input[name=password]", password)
     await page.click("form#login button[type=submit]")
-    await page.wait_for_selector("tr[data-hall]", timeout=10000)
+    try:
+        await page.wait_for_selector("tr[data-hall]", timeout=board_timeout_ms)
+    except Exception:
+        shown = await page.evaluate("""() => ({login: document.querySelector('#login').hidden,
+            board: document.querySelector('#board').hidden, rows: document.querySelectorAll('tr[data-hall]').length,
+            error: document.querySelector('#login-error').textContent})""")
+        raise AssertionError(f"the board did not show within {board_timeout_ms} ms of logging in: {shown}; "
+                             f"{errors}") from None
 
 
 async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchestrator, browser):
