@@ -60,6 +60,8 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     last_media_ms_ago: float = -1.0
     reconnects: int = 0
     viewers: int = 0  # local WHEP viewers at the hall
+    hitless: bool = False  # both paths carry the media, merged packet by packet
+    merged_duplicates: int = 0  # hitless: packets the second path brought that the first already had
 
 
 class RelayStats(msgspec.Struct, omit_defaults=True):
@@ -112,6 +114,7 @@ class Assign(Msg, tag="assign"):
     backup_whep_url: str = ""
     backup_token: str = ""
     move: bool = False  # a deliberate move (rebalance, operator, drain): switch to it even if warm
+    hitless: bool | None = None  # halls: both paths carry the media and are merged; None: keep the hall's setting
 
 
 class SwitchSource(Msg, tag="switch_source"):

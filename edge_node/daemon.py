@@ -28,7 +28,7 @@ class HallDaemon:
         self.verifiers: dict[str, TrackVerifier] = {}
         self.paths = DualPath(
             self._sinks, self._on_lost, settings.ice_servers, settings.switch_after_ms / 1000,
-            settings.stall_s, settings.connect_timeout_s, on_switch=self._on_switch,
+            settings.stall_s, settings.connect_timeout_s, on_switch=self._on_switch, hitless=settings.hitless,
         )
         self.switch_log: list[tuple[float, str, str, float]] = []
         self.control = ControlClient(
@@ -86,6 +86,8 @@ class HallDaemon:
             self.stream = msg.stream
             if self.local is not None:
                 self.local.core.expected.add(msg.stream)
+            if msg.hitless is not None:
+                self.paths.set_hitless(msg.hitless)
             self.paths.assign(msg)
 
     def _hello(self) -> m.Hello:
@@ -99,7 +101,10 @@ class HallDaemon:
         f = self.paths.active
         b = self.paths.backup
         st = m.HallStats(state=f.state, relay=f.upstream, backup=b.upstream, backup_state=b.state,
-                         reconnects=max(f.connects + b.connects - 1, 0), switches=self.paths.switches)
+                         reconnects=max(f.connects + b.connects - 1, 0), switches=self.paths.switches,
+                         hitless=self.paths.hitless)
+        if self.paths.hitless:
+            st.merged_duplicates = sum(p["duplicates"] for m in self.paths.merge_stats().values() for p in m["paths"])
         if v is not None:
             total = v.packets + v.lost
             st.frames_received = v.frames

@@ -13,6 +13,7 @@ class EdgeSettings(msgspec.Struct, kw_only=True):
     ice_servers: list[str] = []
     heartbeat_ms: int = 500  # the orchestrator's Welcome may change it
     stall_s: float = 1.0  # no packet this long (and no standby to switch to): resubscribe, report
+    hitless: bool = False  # both paths carry the media, merged frame by frame (twice the bandwidth)
     switch_after_ms: float = 150.0  # primary silent this long: switch to the warm standby
     connect_timeout_s: float = 10.0
     viewers_host: str = "127.0.0.1"  # the hall's own WHEP server for local viewers

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from diemcau.messages import Assign
 
 from .follow import Follower
+from .merge import HitlessMerge
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class DualPath:
         connect_timeout_s: float = 10.0,
         on_switch: OnSwitch | None = None,
         on_active: Callable[[Follower], None] | None = None,
+        hitless: bool = False,
     ) -> None:
         self.open_sink = open_sink
         self.on_lost = on_lost
@@ -63,6 +65,9 @@ class DualPath:
         self._tasks: list[asyncio.Task] = []
         self._switching = False
         self._holdoff_until = 0.0
+        # hitless: both paths carry the media and are merged packet by packet (relay/merge.py)
+        self.hitless = hitless
+        self._merges: dict[str, HitlessMerge] = {}
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -72,19 +77,28 @@ class DualPath:
         def sinks(kind, codec):
             f = holder["f"]
             self._codecs.setdefault(id(f), {})[kind] = codec
-            if f is self.active:
+            if self.hitless:
+                if kind in self._merges:
+                    self._merges[kind].forget(f)  # a new subscription: its numbering is new
+            elif f is self.active:
                 self._sinks.setdefault(id(f), {})[kind] = self.open_sink(kind, codec)
 
-            def on_packet(packet, _f=f, _kind=kind):
+            def on_packet(packet, _f=f, _kind=kind, _codec=codec):
                 _f.mark_packet()
-                if _f is self.active:
+                if self.hitless:
+                    self._merge(_kind, _codec).push(_f, packet)
+                elif _f is self.active:
                     sink = self._sinks.get(id(_f), {}).get(_kind)
                     if sink is not None:
                         sink[0](packet)
 
             def on_sr(ntp, rtp_ts, _f=f, _kind=kind):
                 _f.mark_rtcp()
-                if _f is self.active:
+                if self.hitless:
+                    merge = self._merges.get(_kind)
+                    if merge is not None:
+                        merge.sender_report(_f, ntp, rtp_ts)
+                elif _f is self.active:
                     sink = self._sinks.get(id(_f), {}).get(_kind)
                     if sink is not None and sink[1] is not None:
                         sink[1](ntp, rtp_ts)
@@ -94,6 +108,8 @@ class DualPath:
         def on_connected(sub) -> None:
             if holder["f"] is self.active and self.on_active is not None:
                 self.on_active(holder["f"])
+            if self.hitless and holder["f"].standby:
+                asyncio.ensure_future(holder["f"].activate())  # both paths carry the media
 
         async def on_lost(upstream: str, reason: str) -> None:
             f = holder["f"]
@@ -106,6 +122,31 @@ class DualPath:
                      on_connected, standby=standby, name=name)
         holder["f"] = f
         return f
+
+    def _merge(self, kind: str, codec) -> HitlessMerge:
+        merge = self._merges.get(kind)
+        if merge is None:
+            on_packet, on_sr = self.open_sink(kind, codec)
+            merge = self._merges[kind] = HitlessMerge(on_packet, on_sr, codec.clockRate)
+        return merge
+
+    def set_hitless(self, on: bool) -> None:
+        """Carry the media on both paths and merge them (on), or keep the standby parked (off)."""
+        if on == self.hitless:
+            return
+        self.hitless = on
+        self._merges = {}
+        if on:
+            if self.backup.sub is not None and self.backup.standby:
+                asyncio.ensure_future(self.backup.activate())
+        else:
+            a = self.active
+            self._sinks[id(a)] = {k: self.open_sink(k, c) for k, c in self._codecs.get(id(a), {}).items()}
+            asyncio.ensure_future(self.backup.park())
+        log.info("hitless mode %s", "on" if on else "off")
+
+    def merge_stats(self) -> dict:
+        return {kind: m.stats() for kind, m in self._merges.items()}
 
     def start(self) -> None:
         self._tasks = [
@@ -244,6 +285,22 @@ class DualPath:
             old, new = self.active, self.backup
             stalled = old.last_packet_age
             t0 = time.monotonic()
+            if self.hitless:
+                # both paths already carry the media into the merge: only the roles change
+                self.active, self.backup = new, old
+                if new.standby and not await new.activate():
+                    self.active, self.backup = old, new
+                    return False
+                self.switches += 1
+                self.last_switch_ms = 0.0
+                log.warning("hitless: %s is the main path after %s went silent for %.0f ms (%s)",
+                            new.upstream, old.upstream, stalled * 1000, reason)
+                if self.on_switch is not None:
+                    self.on_switch(old.upstream, new.upstream, stalled)
+                if not planned:
+                    self._holdoff_until = time.monotonic() + SWITCH_HOLDOFF_S
+                await self.on_lost(old.upstream, reason)
+                return True
             # Route the new path's packets from now on, then wake it at its relay.
             self.active, self.backup = new, old
             self._sinks[id(new)] = {k: self.open_sink(k, c) for k, c in self._codecs.get(id(new), {}).items()}

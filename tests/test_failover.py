@@ -76,3 +76,59 @@ async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its
         for p in procs.values():
             p.kill()
             p.wait()
+
+
+async def test_a_hitless_hall_loses_no_frame_at_all_when_its_relay_is_killed(
+        start_orchestrator, start_relay, signer, secrets_dir):
+    """Both paths carry the programme and the hall merges them by payload: a relay's death is invisible."""
+    orch = await start_orchestrator()
+    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
+                               credential=orch.credential("origin-1"), heartbeat_ms=300)
+    agent = RelayAgent(origin.core, origin.url)
+    agent.start()
+    procs = {rid: _spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in ("north-1", "north-2")}
+    studio, task = await start_studio(origin.url, signer)
+
+    async def regionals_up():
+        return {"north-1", "north-2"} <= set(await orch.state.store.connected())
+
+    await wait_for(regionals_up, 20, what="both regional relays registered")  # so the hall is placed on one
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, hitless=True,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+    try:
+        # both regional paths deliver: the second one's packets are duplicates the merge drops
+        try:
+            await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().relay.startswith("north")
+                           and hall.stats().backup.startswith("north") and hall.stats().merged_duplicates > 200,
+                           30, what="a hitless hall merging two regional paths")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {hall.stats()} {hall.paths.merge_stats()}") from None
+        st = hall.stats()
+        assert st.hitless
+        primary, backup = st.relay, st.backup
+        frames_before, missing_before, incomplete_before = st.frames_received, st.frames_missing, st.frames_incomplete
+        procs[primary].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        await wait_for(lambda: hall.stats().relay == backup and hall.stats().frames_received > frames_before + 45,
+                       10, what="frames after the kill")
+        st = hall.stats()
+        gaps_after = [g for end, g in st.gaps if end >= killed_at]
+        print(f"hitless: frames missing {st.frames_missing - missing_before}, incomplete "
+              f"{st.frames_incomplete - incomplete_before}, longest gap after the kill {max(gaps_after, default=0):.0f} ms")
+        assert st.frames_missing == missing_before
+        assert st.frames_incomplete == incomplete_before
+        assert not gaps_after  # no gap between complete frames above the 100 ms record threshold
+        # the orchestrator gives the hall a new second path (the origin), which carries media too
+        await wait_for(lambda: hall.stats().backup == "origin-1" and hall.paths.backup.state == "receiving"
+                       and not hall.paths.backup.standby, 15, what="a new second path carrying media")
+        dup = hall.stats().merged_duplicates
+        await wait_for(lambda: hall.stats().merged_duplicates > dup + 50, 5, what="the new path merged")
+    finally:
+        await hall.stop()
+        studio.stop()
+        await task
+        await agent.stop()
+        for p in procs.values():
+            p.kill()
+            p.wait()
