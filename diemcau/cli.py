@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     dr.add_argument("--width", type=int, default=640)
     dr.add_argument("--height", type=int, default=360)
     dr.add_argument("--ready-timeout", type=float, default=120.0)
+    dr.add_argument("--hitless", action="store_true",
+                    help="every hall in hitless mode: both paths carry the programme, merged frame by frame")
     dr.set_defaults(fn=_drill)
 
     b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`",

@@ -89,6 +89,7 @@ class Deployment:
     log_dir: Path | None = None
     tls: bool = False  # HTTPS/WSS everywhere, with a private CA made for this run
     tls_files: dict = field(default_factory=dict)
+    hitless: bool = False  # every hall carries the programme on both paths and merges them
 
     def _orch_names(self) -> list[str]:
         return ["orchestrator"] + [f"orchestrator-{i}" for i in range(2, len(self.orch_ports) + 1)]
@@ -235,6 +236,7 @@ class Deployment:
             "DIEMCAU_EDGE_ICE_ADDRESSES": ",".join(self.profile.deployment.ice_addresses),
             "DIEMCAU_EDGE_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
             "DIEMCAU_EDGE_VIEWERS_HOST": self.host,
+            "DIEMCAU_EDGE_HITLESS": "1" if self.hitless else "0",
         }
         group = per_process or len(hall_ids) or 1
         for i in range(0, len(hall_ids), group):

@@ -7,7 +7,8 @@ encoder (origins switch to the backup feed at its next keyframe); `kill-redis` k
 Redis and restarts it from its append-only file 3 s later, `kill-orchestrator-leader` runs two
 orchestrator instances and kills the one holding the lease (media must not notice either); `drain-relay`
 drains the busiest regional relay through the API (its halls move make-before-break: no frame may
-be lost). Every figure comes from the halls' own verifiers: gaps between complete frames, and
+be lost). `--hitless` puts every hall in hitless mode (both paths carry the programme; the hall
+merges them), where killing a relay must cost no frame. Every figure comes from the halls' own verifiers: gaps between complete frames, and
 programme frames (VP8 picture ids) that never arrived.
 """
 
@@ -38,7 +39,7 @@ def run_drill(args) -> int:
     halls = [h.id for h in topology.halls[: args.edges]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-drill-{kind}-"))
     dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host,
-                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1)
+                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1, hitless=args.hitless)
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
     code = 0
@@ -50,7 +51,9 @@ def run_drill(args) -> int:
         dep.start_studio(3600, args.fps, args.width, args.height, role="backup")
         dep.start_halls(halls, per_process=35)
         token = dep.login()
-        print(f"drill {kind}: waiting for {len(halls)} halls on air with a warm standby", flush=True)
+        second = ("receiving",) if args.hitless else ("standby",)  # the second path: carrying media, or warm
+        print(f"drill {kind}: waiting for {len(halls)} halls on air with a "
+              f"{'second path carrying media' if args.hitless else 'warm standby'}", flush=True)
         deadline = time.time() + args.ready_timeout
         while True:
             try:
@@ -58,7 +61,7 @@ def run_drill(args) -> int:
             except (urllib.error.URLError, OSError, ValueError):
                 board = {"halls": []}
             rows = [h for h in board["halls"] if h["id"] in halls]
-            ready = [h for h in rows if h["state"] in ("on_air", "degraded") and h.get("backup_state") == "standby"]
+            ready = [h for h in rows if h["state"] in ("on_air", "degraded") and h.get("backup_state") in second]
             if len(ready) == len(halls):
                 break
             if time.time() > deadline:
@@ -72,6 +75,7 @@ def run_drill(args) -> int:
         time.sleep(SETTLE_S)
         after = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
         report = drill_report(kind, victim, killed_at, halls, before, after)
+        report["hitless"] = bool(args.hitless)
         if args.report:
             Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
         print(json.dumps({k: v for k, v in report.items() if k != "per_hall"}, indent=2), flush=True)

@@ -45,6 +45,10 @@ class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
     expect: str = ""  # the relay the operator saw the hall on; refused (409) if it moved meanwhile
 
 
+class HitlessBody(msgspec.Struct, forbid_unknown_fields=True):
+    on: bool
+
+
 class DrainBody(msgspec.Struct, forbid_unknown_fields=True):
     drain: bool = True
 
@@ -313,6 +317,19 @@ class Api:
         return web.json_response({"hall": hall, "from": current, "relay": body.relay, "status": "accepted"},
                                  status=202)
 
+    async def hall_hitless(self, request: web.Request) -> web.Response:
+        """Put a hall in hitless mode (both paths carry the programme; twice the bandwidth) or back."""
+        p = await authenticate(request, self.accounts, "operator")
+        hall = request.match_info["hall"]
+        if hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {hall}")
+        body = await read_json(request, HitlessBody, 1024)
+        async with self._locked(hall, p.user):
+            await self.st.store.set_hitless(hall, body.on, p.user)
+            await self.st.store.event("operator_hitless", hall, "hitless on: both paths carry the programme"
+                                      if body.on else "hitless off: the standby path is parked", actor=p.user)
+        return web.json_response({"hall": hall, "hitless": body.on, "status": "accepted"}, status=202)
+
     async def drain_relay(self, request: web.Request) -> web.Response:
         """Empty a relay (its halls and relays move, make-before-break) or put it back in service."""
         p = await authenticate(request, self.accounts, "operator")
@@ -537,6 +554,7 @@ ROUTES = [
     ("GET", "/api/v1/source", "source", "viewer"),
     ("POST", "/api/v1/source", "switch_source", "operator"),
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
+    ("POST", "/api/v1/halls/{hall}/hitless", "hall_hitless", "operator"),
     ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
     ("POST", "/api/v1/nodes/{node}/credential", "node_credential", "admin"),
     ("POST", "/api/v1/preview", "preview", "viewer"),

@@ -43,6 +43,7 @@ class Planner:
         self.halls = halls
         self.inventory = {r.id: r for r in profile.relays}
         self.deliver = deliver
+        self.hitless: dict[str, bool] = {}  # operators' hitless setting per hall (Redis "hitless"), sent in Assign
         self.dead: set[str] = set()
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
@@ -102,6 +103,7 @@ class Planner:
             backup_whep_url=f"{backup.url.rstrip('/')}/whep/{stream}" if backup else "",
             backup_token=self.signer.mint(node, stream, "sub", ttl, aud=backup.id) if backup else "",
             move=move,
+            hitless=self.hitless.get(node),
         )
 
     def _choose(self, node: str, views: list[RelayView], exclude: set[str]) -> RelayView | None:
@@ -233,6 +235,12 @@ class Planner:
     async def _operator_intents(self, views: list[RelayView], assign: dict) -> None:
         """Carry out what operators asked for (through any orchestrator instance): moves, drains."""
         by_id = {v.id: v for v in views}
+        modes = {h: bool(v.get("on")) for h, v in (await self.store.hitless()).items() if h in self.halls}
+        changed = [h for h, on in modes.items() if self.hitless.get(h) != on]
+        self.hitless = modes
+        for node in changed:
+            if node in assign and await self.resend(node, assign[node], views):
+                await self.store.event("hitless", node, "on" if modes[node] else "off")
         for node, mv in sorted((await self.store.moves()).items()):
             await self.store.move_done(node)
             target = by_id.get(mv["relay"])

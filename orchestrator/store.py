@@ -9,6 +9,7 @@ Keys (prefix `dc:` by default):
   events   stream of failovers, placements and operator actions (capped)
   drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
   moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
+  hitless  hash  hall id -> JSON {on, by, at}: an operator's hitless setting for the hall (overrides its own)
   revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
 """
@@ -141,6 +142,13 @@ class Store:
             await self.r.hset(self.k("drained"), relay, json.dumps({"by": who, "at": now_ms()}))
         else:
             await self.r.hdel(self.k("drained"), relay)
+
+    async def hitless(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("hitless"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def set_hitless(self, hall: str, on: bool, who: str) -> None:
+        await self.r.hset(self.k("hitless"), hall, json.dumps({"on": on, "by": who, "at": now_ms()}))
 
     async def request_move(self, node: str, relay: str, who: str) -> None:
         await self.r.hset(self.k("moves"), node, json.dumps({"relay": relay, "by": who, "at": now_ms()}))

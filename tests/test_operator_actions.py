@@ -181,3 +181,39 @@ async def test_a_console_preview_is_proxied_and_an_operator_holds_at_most_two(st
         studio.stop()
         await task
         await agent.stop()
+
+
+async def test_operator_puts_a_hall_in_hitless_mode_and_back(start_orchestrator, start_relay, signer, secrets_dir):
+    orch, hall, stop = await _tree(start_orchestrator, start_relay, signer, secrets_dir)
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby",
+                       30, what="hall on air with a warm standby")
+        assert not hall.stats().hitless
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}"}
+            url = orch.url + "/api/v1/halls/HN-01/hitless"
+            async with http.post(url, json={"on": "yes"}, headers=h) as r:
+                assert r.status == 422, await r.text()
+            async with http.post(orch.url + "/api/v1/halls/XX-99/hitless", json={"on": True}, headers=h) as r:
+                assert r.status == 404
+            async with http.post(url, json={"on": True}, headers=h) as r:
+                assert r.status == 202, await r.text()
+            # the hall hears it from the leader: its standby path now carries the programme too
+            await wait_for(lambda: hall.stats().hitless and hall.stats().backup_state == "receiving"
+                           and hall.stats().merged_duplicates > 100, 10, what="both paths merged")
+            await wait_for(lambda: any(r["id"] == "HN-01" and r.get("hitless") for r in orch.app["api"].board["halls"]), 5,
+                what="the board shows the hall hitless")
+            missing = hall.stats().frames_missing
+            async with http.post(url, json={"on": False}, headers=h) as r:
+                assert r.status == 202
+            await wait_for(lambda: not hall.stats().hitless and hall.stats().backup_state == "standby", 10,
+                           what="standby parked again")
+            frames = hall.stats().frames_received
+            await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="frames after hitless off")
+            assert hall.stats().frames_missing == missing
+            async with http.get(orch.url + "/api/v1/events?kind=operator_hitless", headers=h) as r:
+                evs = (await r.json())["events"]
+            assert [e["detail"].split(":")[0] for e in evs] == ["hitless off", "hitless on"]
+            assert all(e["actor"] == "admin" for e in evs)
+    finally:
+        await stop()

@@ -22,7 +22,11 @@ const I18N = {
         confirm_drain: (r) => `Rút tải relay ${r}? Các điểm cầu của nó sẽ được chuyển đi.`,
         confirm_undrain: (r) => `Đưa relay ${r} trở lại phục vụ?`,
         confirm_source: (f) => `Phát nguồn ${f} tới tất cả điểm cầu?`,
-        done: "Đã thực hiện", refused: "Bị từ chối" },
+        done: "Đã thực hiện", refused: "Bị từ chối",
+        hitless: "không gián đoạn: cả hai đường cùng mang chương trình", hitless_on: "Bật không gián đoạn (2× băng thông)",
+        hitless_off: "Tắt không gián đoạn",
+        confirm_hitless_on: (h) => `Bật chế độ không gián đoạn cho ${h}: cả hai đường cùng mang chương trình (gấp đôi băng thông)?`,
+        confirm_hitless_off: (h) => `Tắt chế độ không gián đoạn cho ${h} (đường dự phòng được tạm dừng)?` },
   en: { login_title: "Operator login", username: "Username", password: "Password", login: "Log in",
         logout: "Log out", relays: "Relays", relay: "Relay", role: "Role", region: "Region",
         health: "Health", halls: "Halls", subscribers: "Subscribers", upstream: "Upstream", cpu: "CPU %",
@@ -42,7 +46,11 @@ const I18N = {
         confirm_drain: (r) => `Drain relay ${r}? Its halls will be moved elsewhere.`,
         confirm_undrain: (r) => `Put relay ${r} back in service?`,
         confirm_source: (f) => `Put the ${f} feed on air for every hall?`,
-        done: "Done", refused: "Refused" },
+        done: "Done", refused: "Refused",
+        hitless: "hitless: both paths carry the programme", hitless_on: "Hitless on (2× bandwidth)",
+        hitless_off: "Hitless off",
+        confirm_hitless_on: (h) => `Hitless mode for ${h}: both paths carry the programme (twice the bandwidth)?`,
+        confirm_hitless_off: (h) => `Turn hitless mode off for ${h} (the standby path is parked)?` },
 };
 let lang = localStorage.getItem("dc_lang") || "vi";
 let board = null;
@@ -89,7 +97,8 @@ function hallRow(h) {
       <td>${esc(h.id)}</td><td class="name">${esc(h.name)}</td>
       <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span></td>
       <td class="relay">${esc(h.relay || h.assigned_relay || "–")}</td>
-      <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" ? "" : " …") : "–")}</td>
+      <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" || h.hitless ? "" : " …") : "–")}${
+        live && h.hitless ? ` <span class="hitless" title="${esc(t("hitless"))}">2×</span>` : ""}</td>
       <td>${v(h.bitrate_kbps)}</td><td>${v(h.loss_pct, 2)}</td><td>${v(h.fps)}</td>
       <td>${v(h.freezes)}</td><td>${v(h.latency_ms_p50)}</td>
       <td>${h.last_seen_ms == null ? "–" : (h.last_seen_ms / 1000).toFixed(1) + " s"}</td>
@@ -196,6 +205,10 @@ function fillHall(id) {
     .map((r) => `<option value="${esc(r.id)}">${esc(r.id)} (${esc(r.role)}, ${num(r.halls)})</option>`).join("");
   if (keep) sel.value = keep;
   $("#move-go").disabled = !canOperate() || !sel.options.length;
+  const hb = $("#hitless-go");
+  hb.textContent = t(h.hitless ? "hitless_off" : "hitless_on");
+  hb.dataset.on = h.hitless ? "false" : "true";
+  hb.disabled = !canOperate() || h.state === "dark";
 }
 
 function openHallDialog(id) {
@@ -222,6 +235,12 @@ $("#move-go").addEventListener("click", async () => {
   if (await act(`/api/v1/halls/${encodeURIComponent(h.id)}/move`, { relay: target, expect: from })) {
     $("#hall-dialog").close();
   }
+});
+$("#hitless-go").addEventListener("click", async () => {
+  const id = openHall;
+  const on = $("#hitless-go").dataset.on === "true";
+  if (!(await confirmDialog(t(on ? "confirm_hitless_on" : "confirm_hitless_off", id)))) return;
+  await act(`/api/v1/halls/${encodeURIComponent(id)}/hitless`, { on });
 });
 $("#relays").addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button[data-drain]");
