@@ -67,7 +67,7 @@ def run_drill(args) -> int:
             if time.time() > deadline:
                 raise SystemExit(f"only {len(ready)}/{len(halls)} halls ready after {args.ready_timeout:.0f} s")
             time.sleep(0.5)
-        time.sleep(random.uniform(1.0, 3.0))  # a random moment
+        time.sleep(SETTLE_S + random.uniform(1.0, 3.0))  # a baseline span as long as the watch after, then a random moment
         before = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
         killed_at = time.time()
         victim = dep.inject(kind, token)
@@ -92,7 +92,11 @@ def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], bef
     rows = []
     for hid in halls:
         b, a = before.get(hid, {}), after.get(hid, {})
-        gaps = [g for end, g in a.get("gaps", []) if end >= killed_at]
+        after_fault = [(g, end) for end, g in a.get("gaps", []) if end >= killed_at]
+        gaps = [g for g, _ in after_fault]
+        worst = max(after_fault, default=None)
+        # the same span before the fault: the run's own jitter on this (loaded) machine
+        baseline = [g for end, g in a.get("gaps", []) if killed_at - SETTLE_S <= end < killed_at]
         affected = b.get("relay") == victim or b.get("backup") == victim or bool(gaps)
         rows.append({
             "hall": hid,
@@ -101,6 +105,9 @@ def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], bef
             "backup_after": a.get("backup", ""),
             "affected": affected,
             "freeze_ms": max(gaps, default=0.0),
+            "baseline_freeze_ms": max(baseline, default=0.0),
+            # when the longest gap ended, in seconds after the fault (a gap long after it is load, not failover)
+            "freeze_end_s": round(worst[1] - killed_at, 3) if worst else None,
             "frames_lost": max(a.get("frames_missing", 0) - b.get("frames_missing", 0), 0),
             "switches": a.get("switches", 0) - b.get("switches", 0),
             # back on air and receiving programme frames again (not a frame-rate bar: on a saturated
@@ -124,5 +131,8 @@ def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], bef
         "frames_lost_total": sum(r["frames_lost"] for r in rows),
         "halls_recovered": sum(1 for r in rows if r["recovered"]),
         "recovery_ms_max": max((r["freeze_ms"] for r in affected), default=0.0),
+        # the longest gap (>= 100 ms are recorded) at any hall in the same span before the fault
+        "baseline_max_freeze_ms": max((r["baseline_freeze_ms"] for r in rows), default=0.0),
+        "halls_with_gap_before": sum(1 for r in rows if r["baseline_freeze_ms"] > 0),
         "per_hall": rows,
     }

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -21,11 +23,30 @@ def die_with_parent() -> None:
         pass
 
 
+GC_PAUSE_LOG_MS = 50.0  # a garbage collection pausing the event loop longer than this is logged
+
+
+def watch_gc_pauses() -> None:
+    """Log collections that stall this process's event loop (all media of the process waits)."""
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (ms := (time.perf_counter() - started[0]) * 1000) > GC_PAUSE_LOG_MS:
+            log.warning("garbage collection (generation %d, %d collected) paused the process %.0f ms",
+                        info.get("generation", -1), info.get("collected", 0), ms)
+
+    gc.callbacks.append(callback)
+
+
 def setup_logging(name: str) -> None:
     level = os.environ.get("DIEMCAU_LOG", "INFO").upper()
     logging.basicConfig(level=level, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     for noisy in ("aioice", "aiortc", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not any(getattr(cb, "__qualname__", "").startswith("watch_gc_pauses") for cb in gc.callbacks):
+        watch_gc_pauses()
 
 
 def run(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
@@ -37,6 +58,10 @@ def run(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
         await start()
+        # Everything alive now (modules, classes, settings, the started service) lives as long as
+        # the process: keep it out of every future collection, whose pause stalls all media here.
+        gc.collect()
+        gc.freeze()
         await done.wait()
         try:
             await asyncio.wait_for(stop(), 10)
