@@ -40,6 +40,22 @@ def watch_gc_pauses() -> None:
     gc.callbacks.append(callback)
 
 
+async def _report_garbage(every_s: float = 10.0) -> None:
+    """DIEMCAU_GC_DEBUG=1: keep what each collection finds and log which types it was (a leak hunt)."""
+    import collections
+
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    while True:
+        await asyncio.sleep(every_s)
+        found = list(gc.garbage)
+        gc.garbage.clear()
+        kinds = collections.Counter(type(o).__qualname__ for o in found)
+        frames = collections.Counter(f"{o.f_code.co_filename.rsplit('/', 2)[-1]}:{o.f_code.co_name}"
+                                     for o in found if type(o).__name__ == "frame")
+        log.warning("cyclic garbage in %.0f s: %d objects; %s; frames: %s", every_s, len(found),
+                    kinds.most_common(12), frames.most_common(8))
+
+
 def setup_logging(name: str) -> None:
     level = os.environ.get("DIEMCAU_LOG", "INFO").upper()
     logging.basicConfig(level=level, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
@@ -62,6 +78,8 @@ def run(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]
         # the process: keep it out of every future collection, whose pause stalls all media here.
         gc.collect()
         gc.freeze()
+        if os.environ.get("DIEMCAU_GC_DEBUG"):
+            asyncio.ensure_future(_report_garbage())
         await done.wait()
         try:
             await asyncio.wait_for(stop(), 10)
