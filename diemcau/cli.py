@@ -170,7 +170,8 @@ def _studio(args: argparse.Namespace) -> None:
     if not tokens or len(tokens) != len(urls):
         sys.exit("studio: one publish token per WHIP URL is required (--token, --token-file or DIEMCAU_STUDIO_TOKEN)")
     restrict_ice_addresses([a for a in (args.ice_addresses or "").split(",") if a])
-    studio = Studio(urls, tokens, args.width, args.height, args.fps, args.bitrate, role=args.role)
+    studio = Studio(urls, tokens, args.width, args.height, args.fps, args.bitrate, role=args.role,
+                    impair_file=args.impair_file or "")
     tasks: list[asyncio.Task] = []
 
     async def write_stats() -> None:
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--bitrate", type=int, default=800_000)
     s.add_argument("--ice-addresses", default="127.0.0.1")
     s.add_argument("--stats-file")
+    s.add_argument("--impair-file", help="test source faults: the file's content (freeze, black, silent, joined "
+                                        "by +; empty: none) is applied within 50 ms of a change")
     s.set_defaults(fn=_studio)
 
     d = sub.add_parser("demo", help="run the whole system on this machine")
@@ -296,13 +299,13 @@ def main(argv: list[str] | None = None) -> None:
 
     dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")
     dr.add_argument("kind", choices=["kill-relay", "kill-origin", "kill-source", "kill-redis",
-                                         "kill-orchestrator-leader", "drain-relay"])
+                                         "kill-orchestrator-leader", "drain-relay", "qoe"])
     dr.add_argument("--report")
     dr.add_argument("--edges", type=int, default=70)
     dr.add_argument("--profile", default="local")
-    dr.add_argument("--fps", type=int, default=30)
-    dr.add_argument("--width", type=int, default=640)
-    dr.add_argument("--height", type=int, default=360)
+    dr.add_argument("--fps", type=int, help="programme frame rate (default 30; qoe: 15, every hall decodes)")
+    dr.add_argument("--width", type=int, help="default 640 (qoe: 320)")
+    dr.add_argument("--height", type=int, help="default 360 (qoe: 180)")
     dr.add_argument("--ready-timeout", type=float, default=120.0)
     dr.add_argument("--hitless", action="store_true",
                     help="every hall in hitless mode: both paths carry the programme, merged frame by frame")

@@ -90,6 +90,7 @@ class Deployment:
     tls: bool = False  # HTTPS/WSS everywhere, with a private CA made for this run
     tls_files: dict = field(default_factory=dict)
     hitless: bool = False  # every hall carries the programme on both paths and merges them
+    qoe_every: int = 0  # every Nth hall decodes what it receives for QoE alarms (0: none, 1: all)
 
     def _orch_names(self) -> list[str]:
         return ["orchestrator"] + [f"orchestrator-{i}" for i in range(2, len(self.orch_ports) + 1)]
@@ -223,7 +224,7 @@ class Deployment:
                           "--token-file", str(token_file),
                           "--fps", str(fps), "--width", str(width), "--height", str(height),
                           "--ice-addresses", ",".join(self.profile.deployment.ice_addresses),
-                          "--stats-file", str(stats)], {})
+                          "--stats-file", str(stats), "--impair-file", str(self.workdir / f"studio-{role}.impair")], {})
         return stats
 
     def start_halls(self, hall_ids: list[str], per_process: int = 0) -> None:
@@ -238,10 +239,17 @@ class Deployment:
             "DIEMCAU_EDGE_VIEWERS_HOST": self.host,
             "DIEMCAU_EDGE_HITLESS": "1" if self.hitless else "0",
         }
-        group = per_process or len(hall_ids) or 1
-        for i in range(0, len(hall_ids), group):
-            chunk = hall_ids[i : i + group]
-            self.spawn(f"halls-{chunk[0]}" if len(chunk) > 1 else f"hall-{chunk[0]}", [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)], env)
+        # Decoding for QoE costs each hall a share of a core: on one box, only every Nth hall does
+        # (every hall on the day, each on its own PC). The halls that decode start as their own groups.
+        every = self.qoe_every
+        decoding = [h for i, h in enumerate(hall_ids) if every and i % every == 0]
+        for ids, qoe in (([h for h in hall_ids if h not in decoding], False), (decoding, True)):
+            group = per_process or len(ids) or 1
+            for i in range(0, len(ids), group):
+                chunk = ids[i : i + group]
+                self.spawn(f"halls-{chunk[0]}" if len(chunk) > 1 else f"hall-{chunk[0]}",
+                           [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)],
+                           {**env, "DIEMCAU_EDGE_QOE": "1" if qoe else "0"})
 
     # -- waiting and asking ------------------------------------------------------------------
 
@@ -390,6 +398,7 @@ def run_demo(args) -> int:
             dep.start_studio(ttl, args.fps, args.width, args.height, role="backup")
         halls = [h.id for h in topology.halls[: args.edges]]
         halls_started = time.time()
+        dep.qoe_every = 7  # ten of 70 halls decode and raise frozen / black / silent alarms
         dep.start_halls(halls, per_process=35)
         print(f"diemcau demo: {len(halls)} halls, {len(profile.relays)} relays, logs in {dep.log_dir}", flush=True)
         print(f"  console:  {dep.base_url}/console/", flush=True)
@@ -457,12 +466,14 @@ def build_report(board: dict, halls: list[str], studio: dict, halls_started: flo
             "packets_lost": h.get("packets_lost", 0),
             "reconnects": h.get("reconnects", 0),
         })
-    receiving = [p for p in per_hall if p["frames_received"] > 0 and p["state"] == "on_air"]
+    # receiving the programme: on air, on its standby path, or degraded (slow or lossy) but showing it
+    receiving = [p for p in per_hall if p["frames_received"] > 0 and p["state"] in ("on_air", "on_backup", "degraded")]
     ratios = [p["delivered_ratio"] for p in per_hall]
     lat50 = sorted(p["latency_ms_p50"] for p in receiving if p["latency_ms_p50"] >= 0)
     return {
         "halls": len(halls),
         "halls_receiving": len(receiving),
+        "halls_on_air": sum(1 for p in per_hall if p["state"] == "on_air"),
         "time_to_all_receiving_ms": round((all_receiving_at - halls_started) * 1000) if all_receiving_at else None,
         "studio_frames_sent": studio.get("frames_sent", 0),
         "studio_fps": studio.get("fps"),

@@ -34,12 +34,17 @@ def _board(dep: Deployment, token: str) -> dict:
 
 def run_drill(args) -> int:
     kind = args.kind
+    light = kind == "qoe"  # 70 halls decoding share two cores: a lighter programme
+    args.fps = args.fps or (15 if light else 30)
+    args.width = args.width or (320 if light else 640)
+    args.height = args.height or (180 if light else 360)
     profile = load_profile(args.profile)
     topology = load_topology()
     halls = [h.id for h in topology.halls[: args.edges]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-drill-{kind}-"))
     dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host,
-                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1, hitless=args.hitless)
+                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1, hitless=args.hitless,
+                     qoe_every=1 if kind == "qoe" else 0)
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
     code = 0
@@ -67,6 +72,12 @@ def run_drill(args) -> int:
             if time.time() > deadline:
                 raise SystemExit(f"only {len(ready)}/{len(halls)} halls ready after {args.ready_timeout:.0f} s")
             time.sleep(0.5)
+        if kind == "qoe":
+            report = qoe_drill(dep, token, halls)
+            if args.report:
+                Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+            print(json.dumps({k: v for k, v in report.items() if k != "per_hall"}, indent=2), flush=True)
+            return code
         time.sleep(SETTLE_S + random.uniform(1.0, 3.0))  # a baseline span as long as the watch after, then a random moment
         before = {h["id"]: h for h in _board(dep, token)["halls"] if h["id"] in halls}
         killed_at = time.time()
@@ -86,6 +97,57 @@ def run_drill(args) -> int:
         dep.stop()
         print(f"logs in {dep.log_dir}", flush=True)
     return code
+
+
+QOE_FAULTS = (("freeze", "frozen"), ("black", "black"), ("silent", "silent"))
+QOE_WAIT_S = 8.0  # how long every hall has to raise (and then clear) an alarm
+
+
+def qoe_drill(dep: Deployment, token: str, halls: list[str]) -> dict:
+    """The studio's source freezes, goes black and goes silent in turn (the encoder runs on):
+    every hall must raise the matching alarm from what it decodes. detect_ms is the hall's own
+    raise time minus the moment the fault was written to the studio (which applies it within
+    50 ms), so it includes that and the encoder's latency."""
+    files = [dep.workdir / f"studio-{role}.impair" for role in ("primary", "backup")]
+    per_hall: dict[str, dict] = {h: {"hall": h} for h in halls}
+    detect: dict[str, list[float]] = {}
+    missed: dict[str, list[str]] = {}
+    for fault, alarm in QOE_FAULTS:
+        began = time.time()
+        for f in files:
+            f.write_text(fault)
+        print(f"drill qoe: source {fault} at t={began:.3f}", flush=True)
+        seen: dict[str, float] = {}
+        deadline = began + QOE_WAIT_S
+        while len(seen) < len(halls) and time.time() < deadline:
+            time.sleep(0.25)
+            for row in _board(dep, token)["halls"]:
+                at = (row.get("qoe_raised_at") or {}).get(alarm)
+                if row["id"] in per_hall and row["id"] not in seen and at and at >= began:
+                    seen[row["id"]] = at
+        for h in halls:
+            per_hall[h][f"{alarm}_detect_ms"] = round((seen[h] - began) * 1000, 1) if h in seen else None
+        detect[alarm] = sorted((at - began) * 1000 for at in seen.values())
+        missed[alarm] = [h for h in halls if h not in seen]
+        for f in files:
+            f.write_text("")
+        clear_deadline = time.time() + QOE_WAIT_S
+        while time.time() < clear_deadline:
+            rows = [r for r in _board(dep, token)["halls"] if r["id"] in per_hall]
+            if all(alarm not in (r.get("qoe_alarms") or []) for r in rows):
+                break
+            time.sleep(0.25)
+        time.sleep(2.0)  # a healthy programme again before the next fault
+    pct = lambda xs, q: round(xs[min(len(xs) - 1, int(q * len(xs)))], 1) if xs else None  # noqa: E731
+    return {
+        "kind": "qoe",
+        "halls": len(halls),
+        "detect_ms": {a: pct(xs, 1.0) for a, xs in detect.items()},  # the slowest hall
+        "detect_ms_p50": {a: pct(xs, 0.5) for a, xs in detect.items()},
+        "halls_detected": {a: len(xs) for a, xs in detect.items()},
+        "halls_missed": missed,
+        "per_hall": list(per_hall.values()),
+    }
 
 
 def drill_report(kind: str, victim: str, killed_at: float, halls: list[str], before: dict, after: dict) -> dict:

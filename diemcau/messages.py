@@ -62,6 +62,11 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     viewers: int = 0  # local WHEP viewers at the hall
     hitless: bool = False  # both paths carry the media, merged packet by packet
     merged_duplicates: int = 0  # hitless: packets the second path brought that the first already had
+    qoe_alarms: list[str] = []  # what the hall's decoder sees now: frozen | black | silent
+    qoe_raised_at: dict[str, float] = {}  # alarm -> unix time it was raised
+    qoe_frames_decoded: int = 0
+    av_drift_ms: float = 0.0  # newest audio's capture time minus newest video's (positive: picture lags)
+    audio_level_dbfs: float = -120.0
 
 
 class RelayStats(msgspec.Struct, omit_defaults=True):

@@ -13,6 +13,7 @@ from relay.compat import check_aiortc
 from relay.ice import restrict_ice_addresses
 from relay.paths import DualPath
 
+from .qoe import QoeMonitor, QoeSettings
 from .settings import EdgeSettings
 from .verify import TrackVerifier
 
@@ -38,6 +39,9 @@ class HallDaemon:
         self._tasks: list[asyncio.Task] = []
         self.stream = "programme"
         self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
+        self.qoe = QoeMonitor(QoeSettings(frozen_after_s=settings.qoe_frozen_after_s,
+                                          black_after_s=settings.qoe_black_after_s,
+                                          silent_after_s=settings.qoe_silent_after_s)) if settings.qoe else None
 
     def _sinks(self, kind: str, codec):
         # Counters survive resubscription: the hall's record covers the whole run.
@@ -60,14 +64,26 @@ class HallDaemon:
             else:
                 up.continue_upstream()
         verify = v.on_packet
+        qoe = self.qoe
+        if qoe is not None and kind == "video":
+            qoe.new_segment()
+        watch = None if qoe is None else (qoe.video_packet if kind == "video" else None)
+        listen = None if qoe is None else (qoe.audio_packet if kind == "audio" else None)
+        clock = codec.clockRate
 
         def on_packet(packet) -> None:
             verify(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+            if watch is not None:
+                watch(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+            elif listen is not None:
+                listen(packet.sequence_number, packet.timestamp, packet.payload)
             if up is not None:
                 up.on_packet(packet)
 
         def on_sr(ntp: int, rtp_ts: int) -> None:
             v.on_sr(ntp, rtp_ts)
+            if qoe is not None:
+                qoe.sender_report(kind, ntp, rtp_ts, clock)
             if up is not None:
                 up.on_sr(ntp, rtp_ts)
 
@@ -128,6 +144,13 @@ class HallDaemon:
                 st.state = "stalled"
         if a is not None:
             st.audio_packets = a.packets
+        if self.qoe is not None:
+            q = self.qoe
+            st.qoe_alarms = q.alarms
+            st.qoe_raised_at = dict(q.raised_at)
+            st.qoe_frames_decoded = q.frames_decoded
+            st.av_drift_ms = q.av_drift_ms
+            st.audio_level_dbfs = round(q.audio_level_dbfs, 1)
         if self.local is not None:
             st.viewers = len(self.local.core.subscribers)
         return st
@@ -142,10 +165,24 @@ class HallDaemon:
 
     def start(self) -> None:
         self._tasks = [asyncio.ensure_future(self.control.run())]
+        if self.qoe is not None:
+            self._tasks.append(asyncio.ensure_future(self._judge_qoe()))
         self.paths.start()
+
+    async def _judge_qoe(self) -> None:
+        assert self.qoe is not None
+        raised: list[str] = []
+        while True:
+            await asyncio.sleep(self.qoe.s.sample_interval_s)
+            self.qoe.sample()
+            if self.qoe.alarms != raised:
+                raised = self.qoe.alarms
+                await self.control.send(self._heartbeat(0))  # an alarm reaches the console now, not at the next beat
 
     async def stop(self) -> None:
         self.control.stop()
+        for t in self._tasks[1:]:
+            t.cancel()
         await self.paths.stop()
         if self.local is not None:
             await self.local.stop()

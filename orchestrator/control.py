@@ -45,6 +45,7 @@ class ControlHub:
         self.planner = None  # set by the app once built
         self.on_disconnect = None  # called with the node id when its channel closes
         self.heartbeats = 0
+        self._qoe: dict[str, list[str]] = {}  # node -> QoE alarms it last reported (an event when they change)
         self.rejected_messages = 0
         self._listener: asyncio.Task | None = None
         self._feed_switch_seen: dict[str, float] = {}
@@ -175,6 +176,14 @@ class ControlHub:
             return None
         return hello
 
+    async def _log_qoe(self, node: str, before: list[str], now: list[str]) -> None:
+        raised = [a for a in now if a not in before]
+        cleared = [a for a in before if a not in now]
+        if raised:
+            await self.store.event("qoe_alarm", node, f"programme {', '.join(raised)} on the hall's screen")
+        if cleared:
+            await self.store.event("qoe_clear", node, f"{', '.join(cleared)} cleared")
+
     async def _log_feed_switches(self, node: str, switches: list[list[str]]) -> None:
         last = self._feed_switch_seen.get(node, 0.0)
         for t, frm, to, reason in switches:
@@ -221,6 +230,12 @@ class ControlHub:
                     except (redis_errors.RedisError, OSError) as exc:
                         log.warning("cannot log feed switches of %s (Redis: %s)", node, exc)
                 self.store.heartbeat(node, msgspec.json.encode(stats).decode() if stats else "{}")
+                if msg.hall is not None and msg.hall.qoe_alarms != self._qoe.get(node, []):
+                    before, self._qoe[node] = self._qoe.get(node, []), list(msg.hall.qoe_alarms)
+                    try:
+                        await self._log_qoe(node, before, msg.hall.qoe_alarms)
+                    except (redis_errors.RedisError, OSError) as exc:
+                        log.warning("cannot log QoE of %s (Redis: %s)", node, exc)
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:
                     try:

@@ -24,27 +24,37 @@ def unix_to_ntp(t: float) -> int:
     return int((t + NTP_EPOCH_OFFSET) * 4294967296.0)
 
 
-def vp8_is_keyframe_start(payload: bytes) -> bool:
-    """True if this VP8 RTP payload starts a keyframe (RFC 7741 descriptor + payload header)."""
+def vp8_descriptor_length(payload: bytes) -> int:
+    """Bytes of the VP8 RTP payload descriptor (RFC 7741) before the VP8 data; -1 if truncated."""
     n = len(payload)
-    if n < 2:
-        return False
-    b0 = payload[0]
-    if not (b0 & 0x10) or (b0 & 0x07):  # S bit set and partition index 0
-        return False
+    if n < 1:
+        return -1
     pos = 1
-    if b0 & 0x80:  # X: extension byte follows
+    if payload[0] & 0x80:  # X: extension byte follows
+        if n < 2:
+            return -1
         ext = payload[1]
         pos = 2
         if ext & 0x80:  # I: picture id
             if pos >= n:
-                return False
+                return -1
             pos += 2 if payload[pos] & 0x80 else 1
         if ext & 0x40:  # L: TL0PICIDX
             pos += 1
         if ext & 0x30:  # T or K: TID/KEYIDX byte
             pos += 1
-    if pos >= n:
+    return pos if pos <= n else -1
+
+
+def vp8_is_keyframe_start(payload: bytes) -> bool:
+    """True if this VP8 RTP payload starts a keyframe (RFC 7741 descriptor + payload header)."""
+    if len(payload) < 2:
+        return False
+    b0 = payload[0]
+    if not (b0 & 0x10) or (b0 & 0x07):  # S bit set and partition index 0
+        return False
+    pos = vp8_descriptor_length(payload)
+    if pos < 0 or pos >= len(payload):
         return False
     return not (payload[pos] & 0x01)  # P bit 0 means keyframe
 

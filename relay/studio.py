@@ -99,6 +99,12 @@ class PatternGenerator:
         return frame
 
 
+    def black(self) -> VideoFrame:
+        w, h = self.width, self.height
+        data = np.concatenate([np.full(w * h, 16, np.uint8), np.full(w * h // 2, 128, np.uint8)])
+        return VideoFrame.from_ndarray(data.reshape(h * 3 // 2, w), format="yuv420p")
+
+
 class _StudioFeedback(RtpFeedback):
     def __init__(self, studio: "Studio", output: RtpOutput) -> None:
         self.studio = studio
@@ -133,6 +139,7 @@ class Studio:
         bitrate: int = 800_000,
         ice_servers: list[str] | None = None,
         role: str = "primary",
+        impair_file: str = "",
     ) -> None:
         urls = [whip_url] if isinstance(whip_url, str) else list(whip_url)
         tokens = [token] * len(urls) if isinstance(token, str) else list(token)
@@ -151,6 +158,11 @@ class Studio:
         self.started_at = 0.0
         self.publishes = 0
         self.frozen = False  # test hook: stop sending (a frozen encoder)
+        # test hook: what a broken source does while the encoder runs on: "freeze" (the same
+        # picture over and over), "black", "silent"; several joined by "+"
+        self.impairment = ""
+        self.impair_file = impair_file  # polled: its content sets `impairment` (drills steer a studio process)
+        self._impair_checked = 0.0
         self.outputs: dict[str, dict[str, RtpOutput]] = {}
         self.history: dict[int, tuple[int, int, bytes]] = {}
         self._stop = asyncio.Event()
@@ -194,6 +206,16 @@ class Studio:
                 self.outputs.pop(url, None)
                 await pub.close(http)
 
+    def _read_impairment(self) -> None:
+        try:
+            with open(self.impair_file) as fh:
+                wanted = fh.read(64).strip()
+        except OSError:
+            wanted = ""
+        if wanted != self.impairment:
+            log.warning("studio: source impairment %r -> %r at %.3f", self.impairment, wanted, time.time())
+            self.impairment = wanted
+
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stop.wait(), seconds)
@@ -227,6 +249,8 @@ class Studio:
         tone = (np.sin(2 * np.pi * 440 * np.arange(samples_per) / AUDIO_RATE) * 6000).astype(np.int16)
         click = tone.copy()
         click[:48] = 30000
+        silence = np.zeros_like(tone)
+        still = None  # the picture a frozen source keeps showing
         audio_next = m0
         while not self._stop.is_set():
             video_due = m0 + frame_no / self.fps
@@ -242,8 +266,13 @@ class Studio:
                 lag = int((now - audio_next) / AUDIO_PTIME)
                 audio_no += lag
                 audio_next = m0 + audio_no * AUDIO_PTIME
+            if self.impair_file and now - self._impair_checked > 0.05:
+                self._impair_checked = now
+                self._read_impairment()
             while audio_next <= min(video_due, now):
                 samples = click if audio_no % 50 == 0 else tone
+                if "silent" in self.impairment:
+                    samples = silence
                 stereo = np.repeat(samples, 2).reshape(1, -1)
                 af = AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
                 af.sample_rate = AUDIO_RATE
@@ -262,7 +291,13 @@ class Studio:
                 await asyncio.sleep(min(video_due, audio_next) - now)
                 continue
             capture = t0 + (video_due - m0)
-            vf = self.pattern.frame(self.frames_sent, capture)
+            if "black" in self.impairment:
+                vf = self.pattern.black()
+            elif "freeze" in self.impairment and still is not None:
+                vf = still
+            else:
+                vf = self.pattern.frame(self.frames_sent, capture)
+                still = vf
             vf.pts = frame_no * (VIDEO_CLOCK // self.fps)
             vf.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             keyframe, self.force_keyframe = self.force_keyframe, False

@@ -23,6 +23,7 @@ const I18N = {
         confirm_undrain: (r) => `Đưa relay ${r} trở lại phục vụ?`,
         confirm_source: (f) => `Phát nguồn ${f} tới tất cả điểm cầu?`,
         done: "Đã thực hiện", refused: "Bị từ chối",
+        qoe_frozen: "hình đứng", qoe_black: "hình đen", qoe_silent: "mất tiếng", av_drift: "Lệch tiếng/hình (ms)",
         hitless: "không gián đoạn: cả hai đường cùng mang chương trình", hitless_on: "Bật không gián đoạn (2× băng thông)",
         hitless_off: "Tắt không gián đoạn",
         confirm_hitless_on: (h) => `Bật chế độ không gián đoạn cho ${h}: cả hai đường cùng mang chương trình (gấp đôi băng thông)?`,
@@ -47,6 +48,7 @@ const I18N = {
         confirm_undrain: (r) => `Put relay ${r} back in service?`,
         confirm_source: (f) => `Put the ${f} feed on air for every hall?`,
         done: "Done", refused: "Refused",
+        qoe_frozen: "frozen picture", qoe_black: "black picture", qoe_silent: "no sound", av_drift: "A/V drift (ms)",
         hitless: "hitless: both paths carry the programme", hitless_on: "Hitless on (2× bandwidth)",
         hitless_off: "Hitless off",
         confirm_hitless_on: (h) => `Hitless mode for ${h}: both paths carry the programme (twice the bandwidth)?`,
@@ -95,7 +97,8 @@ function hallRow(h) {
   return `
     <tr data-hall="${esc(h.id)}" data-state="${esc(h.state)}" tabindex="0">
       <td>${esc(h.id)}</td><td class="name">${esc(h.name)}</td>
-      <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span></td>
+      <td><span class="state s-${esc(h.state)}">${esc(t(h.state))}</span>${live ? (h.qoe_alarms || []).map((a) =>
+        ` <span class="qoe" data-qoe="${esc(a)}">${esc(t("qoe_" + a))}</span>`).join("") : ""}</td>
       <td class="relay">${esc(h.relay || h.assigned_relay || "–")}</td>
       <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" || h.hitless ? "" : " …") : "–")}${
         live && h.hitless ? ` <span class="hitless" title="${esc(t("hitless"))}">2×</span>` : ""}</td>
@@ -196,6 +199,7 @@ function fillHall(id) {
     [t("state"), t(h.state)], [t("relay"), h.relay || h.assigned_relay || "–"], [t("standby"), h.backup || "–"],
     [t("bitrate"), num(h.bitrate_kbps)], [t("fps"), num(h.fps)], [t("loss"), num(h.loss_pct, 2)],
     [t("latency"), num(h.latency_ms_p50)], [t("region"), t(h.region)],
+    ...(h.qoe_frames_decoded ? [[t("av_drift"), num(h.av_drift_ms)]] : []),
   ];
   $("#hall-facts").innerHTML = facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
   const sel = $("#move-target");
