@@ -65,8 +65,8 @@ class HallDaemon:
                 up.continue_upstream()
         verify = v.on_packet
         qoe = self.qoe
-        if qoe is not None and kind == "video":
-            qoe.new_segment()
+        if qoe is not None:
+            qoe.new_segment(kind)
         watch = None if qoe is None else (qoe.video_packet if kind == "video" else None)
         listen = None if qoe is None else (qoe.audio_packet if kind == "audio" else None)
         clock = codec.clockRate

@@ -89,11 +89,15 @@ class QoeMonitor:
             d -= 0x100000000
         return sr[0] + d / sr[2]
 
-    def new_segment(self) -> None:
-        """The hall switched paths: a new sequence line (frames continue by picture id)."""
-        self._next_seq = None
-        self._frame_ts = None
-        self._parts = []
+    def new_segment(self, kind: str = "video") -> None:
+        """The hall switched paths: new sequence and timestamp lines (frames continue by picture
+        id); the old sender-report mapping no longer applies."""
+        self._sr.pop(kind, None)
+        self._newest_capture.pop(kind, None)
+        if kind == "video":
+            self._next_seq = None
+            self._frame_ts = None
+            self._parts = []
 
     def video_packet(self, seq: int, ts: int, marker: int, payload: bytes) -> None:
         if self._next_seq is not None and seq != self._next_seq:
@@ -200,7 +204,7 @@ class QoeMonitor:
         else:
             held["silent"] = False
         a, v = self._newest_capture.get("audio"), self._newest_capture.get("video")
-        if a is not None and v is not None:  # smoothed: the newest video is up to a frame old
+        if a is not None and v is not None and abs(a - v) < 10:  # smoothed: the newest video is up to a frame old
             self.av_drift_ms = round(0.8 * self.av_drift_ms + 0.2 * (a - v) * 1000, 1)
         after = {"frozen": self.s.frozen_after_s, "black": self.s.black_after_s, "silent": self.s.silent_after_s}
         for alarm, holds in held.items():

@@ -45,6 +45,10 @@ class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
     expect: str = ""  # the relay the operator saw the hall on; refused (409) if it moved meanwhile
 
 
+class PlayerBody(msgspec.Struct, forbid_unknown_fields=True):
+    ttl_s: int = 7 * 24 * 3600  # the summit's five days, with margin
+
+
 class HitlessBody(msgspec.Struct, forbid_unknown_fields=True):
     on: bool
 
@@ -317,6 +321,25 @@ class Api:
         return web.json_response({"hall": hall, "from": current, "relay": body.relay, "status": "accepted"},
                                  status=202)
 
+    async def hall_player(self, request: web.Request) -> web.Response:
+        """The address to open full screen on the hall's projector PC: its own player page, with a
+        media token for the hall's programme in the URL fragment (never sent to a server)."""
+        p = await authenticate(request, self.accounts, "operator")
+        hall = request.match_info["hall"]
+        if hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {hall}")
+        body = await read_json(request, PlayerBody, 1024) if request.can_read_body else PlayerBody()
+        if not 60 <= body.ttl_s <= 14 * 24 * 3600:
+            raise Problem(422, "ttl_s must be between 60 and 1209600")
+        url = (await self.st.store.nodes()).get(hall, {}).get("url", "")
+        if not url:
+            raise Problem(409, f"hall {hall} has not registered its viewer server yet")
+        stream = self.st.settings.stream
+        token = self.st.signer.mint(f"player:{hall}", stream, "sub", body.ttl_s, aud=hall)
+        await self.st.store.event("player_url", hall, f"projector page issued for {body.ttl_s} s", actor=p.user)
+        return web.json_response({"hall": hall, "url": f"{url}/player/#stream={stream}&token={token}",
+                                  "expires_in": body.ttl_s})
+
     async def hall_hitless(self, request: web.Request) -> web.Response:
         """Put a hall in hitless mode (both paths carry the programme; twice the bandwidth) or back."""
         p = await authenticate(request, self.accounts, "operator")
@@ -555,6 +578,7 @@ ROUTES = [
     ("POST", "/api/v1/source", "switch_source", "operator"),
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
     ("POST", "/api/v1/halls/{hall}/hitless", "hall_hitless", "operator"),
+    ("POST", "/api/v1/halls/{hall}/player", "hall_player", "operator"),
     ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
     ("POST", "/api/v1/nodes/{node}/credential", "node_credential", "admin"),
     ("POST", "/api/v1/preview", "preview", "viewer"),

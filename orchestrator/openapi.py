@@ -49,6 +49,7 @@ def openapi_document() -> dict:
             },
             "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
             "/api/v1/halls/{hall}/hitless": {"post": _op("Hitless mode for a hall: both paths carry the programme, merged frame by frame", {"202": _json("Hitless"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="HitlessBody", params=[hall_param])},
+            "/api/v1/halls/{hall}/player": {"post": _op("The hall's projector page address, with a media token for its programme", {"200": _json("Player"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="PlayerBody", params=[hall_param])},
             "/api/v1/relays/{relay}/drain": {"post": _op("Drain a relay (drain=true) or put it back in service", {"200": _json("Drain"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Drain", params=[
                 {"name": "relay", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/nodes/{node}/credential": {"post": _op("Revoke (revoked=true) or reinstate a node's credential", {"200": _json("Credential"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Revoke", params=[
@@ -89,6 +90,8 @@ def openapi_document() -> dict:
                 "Move": {"type": "object", "required": ["relay"], "additionalProperties": False,
                          "properties": {"relay": {"type": "string"}, "expect": {"type": "string"}}},
                 "Drain": {"type": "object", "additionalProperties": False, "properties": {"drain": {"type": "boolean"}}},
+                "PlayerBody": {"type": "object", "additionalProperties": False, "properties": {"ttl_s": {"type": "integer", "minimum": 60, "maximum": 1209600}}},
+                "Player": {"type": "object", "properties": {"hall": {"type": "string"}, "url": {"type": "string"}, "expires_in": {"type": "integer"}}},
                 "HitlessBody": {"type": "object", "additionalProperties": False, "required": ["on"], "properties": {"on": {"type": "boolean"}}},
                 "Hitless": {"type": "object", "properties": {"hall": {"type": "string"}, "hitless": {"type": "boolean"}, "status": {"type": "string"}}},
                 "Revoke": {"type": "object", "additionalProperties": False,

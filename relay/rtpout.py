@@ -10,6 +10,7 @@ subscriber sends back (PLI/FIR, NACK, REMB, receiver reports).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from aiortc import RTCRtpTransceiver
@@ -74,6 +75,7 @@ class RtpOutput:
         self.pt = codecs[0].payloadType
         self.ssrc = sender._ssrc
         self.sender = sender
+        self.last_rtcp_at = time.monotonic()  # the receiver's reports: silence means it is gone
         self._dtls = sender.transport
         compat.check_live(sender, compat.SENDER_PRIVATE)
         self._sender_dict = sender.__dict__
@@ -146,6 +148,7 @@ class RtpOutput:
         return True
 
     async def _handle_rtcp(self, packet) -> None:
+        self.last_rtcp_at = time.monotonic()
         fb = self.feedback
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             await self._orig_rtcp(packet)  # keeps aiortc's RTT and remote-inbound stats

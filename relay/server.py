@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+from pathlib import Path
 
 from aiohttp import web
 
@@ -229,6 +230,12 @@ class RelayCore:
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Allow": "POST, DELETE, OPTIONS"})
 
+    async def player(self, request: web.Request) -> web.FileResponse:
+        name = request.match_info.get("file") or "index.html"
+        if name not in PLAYER_FILES:
+            raise Problem(404, "no such player file")
+        return web.FileResponse(PLAYER_DIR / name)
+
     def start(self) -> None:
         self._spawn(self.watch_feeds())
 
@@ -294,7 +301,14 @@ ROUTES = [
     ("PATCH", "/whep/{stream}/{session}", "patch", "public"),
     ("POST", "/whep/{stream}/{session}/layer", "whep_layer", "sub"),
     ("OPTIONS", "/whep/{stream}", "options", "public"),
+    # the hall's screen (static; it plays by WHEP with a media token from its URL fragment)
+    ("GET", "/player/", "player", "public"),
+    ("GET", "/player/{file}", "player", "public"),
 ]
+
+
+PLAYER_DIR = Path(__file__).parent / "player"
+PLAYER_FILES = ("index.html", "player.js")
 
 
 def add_routes(app: web.Application, core: RelayCore) -> None:

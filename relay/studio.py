@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
 AUDIO_PTIME = 0.02
+PEER_SILENT_S = 4.0  # no RTCP from the relay this long: it is gone, publish again
 
 # 3x5 digit glyphs, rows top to bottom.
 _GLYPHS = {
@@ -202,6 +203,11 @@ class Studio:
             try:
                 while not self._stop.is_set() and pub.pc.connectionState == "connected":
                     await self._sleep(0.1)
+                    # ICE consent takes ~30 s to notice a dead relay; its RTCP reports stop at once
+                    silent = time.monotonic() - max(o.last_rtcp_at for o in pub.outputs.values())
+                    if silent > PEER_SILENT_S:
+                        log.warning("studio: %s sent no RTCP for %.1f s: publishing again", url, silent)
+                        break
             finally:
                 self.outputs.pop(url, None)
                 await pub.close(http)

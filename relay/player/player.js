@@ -1,0 +1,112 @@
+// The hall's screen: plays the programme from the hall daemon by WHEP, full screen on the projector PC.
+// It never shows a frozen frame without saying so: when no new frame has been decoded for a second the
+// picture is covered by "reconnecting", and the page reconnects by itself (with back-off) when the
+// connection fails. The media token comes in the URL fragment (never sent to any server in a URL).
+
+const STALL_MS = 1000;
+const $ = (s) => document.querySelector(s);
+const params = new URLSearchParams(location.hash.slice(1));
+const token = params.get("token") || "";
+const stream = params.get("stream") || "programme";
+const TEXT = {
+  connecting: ["Đang kết nối…", "Connecting…"],
+  reconnecting: ["Mất tín hiệu — đang kết nối lại…", "Signal lost — reconnecting…"],
+  no_token: ["Thiếu mã truy cập trong địa chỉ trang", "The page address has no access token"],
+  refused: ["Máy chủ từ chối", "Refused by the server"],
+};
+
+let pc = null;
+let resource = null;
+let lastFrames = 0;
+let lastProgress = 0;
+let backoff = 500;
+let state = "";
+
+function show(which, detail = "") {
+  state = which;
+  const box = $("#status");
+  box.dataset.state = which;
+  box.hidden = which === "playing";
+  if (which !== "playing") {
+    $("#status-text").textContent = TEXT[which][0];
+    $("#status-detail").textContent = TEXT[which][1] + (detail ? ` (${detail})` : "");
+  }
+}
+
+function claims() {
+  try { return JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))); } catch { return {}; }
+}
+
+async function connect() {
+  if (pc) { pc.close(); pc = null; }
+  pc = new RTCPeerConnection({ iceServers: [] });
+  window.dcPlayer = pc;
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const media = new MediaStream();
+  $("#programme").srcObject = media;
+  pc.ontrack = (ev) => media.addTrack(ev.track);
+  pc.onconnectionstatechange = () => {
+    if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) retry("connection " + pc.connectionState);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {  // non-trickle WHEP: the offer carries every candidate
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  const resp = await fetch(`/whep/${encodeURIComponent(stream)}`, {
+    method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
+    body: pc.localDescription.sdp,
+  });
+  if (resp.status === 401 || resp.status === 403) {
+    show("refused", `${resp.status}: ${(await resp.text()).slice(0, 120)}`);
+    return false;
+  }
+  if (resp.status !== 201) throw new Error(`WHEP ${resp.status}`);
+  resource = new URL(resp.headers.get("Location"), location.href).href;
+  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  lastProgress = performance.now();
+  return true;
+}
+
+let retrying = false;
+async function retry(why) {
+  if (retrying) return;
+  retrying = true;
+  show("reconnecting", why);
+  if (resource) { fetch(resource, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {}); resource = null; }
+  for (;;) {
+    await new Promise((r) => setTimeout(r, backoff));
+    backoff = Math.min(backoff * 2, 5000);
+    try { if (await connect()) break; else { retrying = false; return; } } catch (e) { show("reconnecting", String(e.message || e)); }
+  }
+  retrying = false;
+}
+
+async function watch() {
+  if (!pc || retrying) return;
+  let frames = 0;
+  (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
+  const now = performance.now();
+  if (frames > lastFrames) {
+    lastFrames = frames;
+    lastProgress = now;
+    backoff = 500;
+    if (state !== "playing") show("playing");
+  } else if (now - lastProgress > STALL_MS && state === "playing") {
+    show("reconnecting", "no picture for " + Math.round((now - lastProgress) / 1000) + " s");
+  }
+  if (now - lastProgress > 8000 && pc.connectionState !== "connecting") retry("no picture for 8 s");
+}
+
+$("#sound").addEventListener("click", () => { const v = $("#programme"); v.muted = false; v.play(); $("#sound").hidden = true; });
+const c = claims();
+$("#title").textContent = [c.aud && c.aud !== "*" ? c.aud : "", stream].filter(Boolean).join(" · ");
+if (!token) show("no_token");
+else {
+  show("connecting");
+  connect().catch((e) => retry(String(e.message || e)));
+  setInterval(watch, 250);
+}
+window.addEventListener("hashchange", () => location.reload());  // a new token or stream: start again
