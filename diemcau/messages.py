@@ -67,6 +67,8 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     qoe_frames_decoded: int = 0
     av_drift_ms: float = 0.0  # newest audio's capture time minus newest video's (positive: picture lags)
     audio_level_dbfs: float = -120.0
+    recording: str = ""  # the file the hall is recording the programme to
+    recorded_s: float = 0.0
 
 
 class RelayStats(msgspec.Struct, omit_defaults=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from diemcau import __version__
 from diemcau import messages as m
@@ -14,6 +15,7 @@ from relay.ice import restrict_ice_addresses
 from relay.paths import DualPath
 
 from .qoe import QoeMonitor, QoeSettings
+from .recorder import Recorder
 from .settings import EdgeSettings
 from .verify import TrackVerifier
 
@@ -39,6 +41,7 @@ class HallDaemon:
         self._tasks: list[asyncio.Task] = []
         self.stream = "programme"
         self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
+        self.recorder: Recorder | None = None  # the programme as received, to a file per session
         self.qoe = QoeMonitor(QoeSettings(frozen_after_s=settings.qoe_frozen_after_s,
                                           black_after_s=settings.qoe_black_after_s,
                                           silent_after_s=settings.qoe_silent_after_s)) if settings.qoe else None
@@ -67,16 +70,25 @@ class HallDaemon:
         qoe = self.qoe
         if qoe is not None:
             qoe.new_segment(kind)
-        watch = None if qoe is None else (qoe.video_packet if kind == "video" else None)
-        listen = None if qoe is None else (qoe.audio_packet if kind == "audio" else None)
+        rec = self._recorder()
+        if rec is not None:
+            rec.new_segment(kind)
+        # what else reads this track's packets: (seq, ts, marker, payload) for video, (seq, ts, payload) for audio
+        readers = []
+        if kind == "video":
+            readers = [r.video_packet for r in (qoe, rec) if r is not None]
+        elif kind == "audio":
+            readers = [r.audio_packet for r in (qoe, rec) if r is not None]
+        video = kind == "video"
         clock = codec.clockRate
 
         def on_packet(packet) -> None:
             verify(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
-            if watch is not None:
-                watch(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
-            elif listen is not None:
-                listen(packet.sequence_number, packet.timestamp, packet.payload)
+            for read in readers:
+                if video:
+                    read(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+                else:
+                    read(packet.sequence_number, packet.timestamp, packet.payload)
             if up is not None:
                 up.on_packet(packet)
 
@@ -88,6 +100,18 @@ class HallDaemon:
                 up.on_sr(ntp, rtp_ts)
 
         return on_packet, on_sr
+
+    def _recorder(self) -> Recorder | None:
+        """The recording of the current stream (one file per session), started on first media."""
+        if not self.s.record_dir:
+            return None
+        if self.recorder is None or self.recorder.stream != self.stream:
+            if self.recorder is not None:
+                self.recorder.close()
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            self.recorder = Recorder(Path(self.s.record_dir) / f"{self.s.hall}-{self.stream}-{stamp}.webm")
+            self.recorder.stream = self.stream
+        return self.recorder
 
     def _on_switch(self, old: str, new: str, stalled_s: float) -> None:
         self.switch_log.append((time.time(), old, new, stalled_s))
@@ -144,6 +168,9 @@ class HallDaemon:
                 st.state = "stalled"
         if a is not None:
             st.audio_packets = a.packets
+        if self.recorder is not None:
+            st.recording = str(self.recorder.path) if not self.recorder.failed else ""
+            st.recorded_s = round(self.recorder.duration_s, 1)
         if self.qoe is not None:
             q = self.qoe
             st.qoe_alarms = q.alarms
@@ -186,6 +213,8 @@ class HallDaemon:
         await self.paths.stop()
         if self.local is not None:
             await self.local.stop()
+        if self.recorder is not None:
+            self.recorder.close()
         _, pending = await asyncio.wait(self._tasks, timeout=3.0) if self._tasks else (None, [])
         for t in pending:
             t.cancel()

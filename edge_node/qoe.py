@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from relay.rtp import ntp_to_unix, vp8_descriptor_length, vp8_picture_id
+from relay.rtp import ntp_to_unix
+
+from .frames import Vp8Frames
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,7 @@ class QoeMonitor:
         self.s = settings or QoeSettings()
         self._vdec = av.CodecContext.create("vp8", "r")
         self._adec = av.CodecContext.create("libopus", "r")
-        self._parts: list[bytes] = []
-        self._frame_ts: int | None = None
-        self._next_seq: int | None = None
-        self._frame_ok = False
-        self._need_key = True  # after a loss, decode again from the next keyframe
-        self._frame_pid: int | None = None
-        self._last_pid: int | None = None
+        self._frames = Vp8Frames(self._decode_frame)
         self._luma: np.ndarray | None = None  # newest decoded picture's luma, subsampled
         self._luma_at = 0.0
         self._prev_sample: np.ndarray | None = None
@@ -95,60 +91,17 @@ class QoeMonitor:
         self._sr.pop(kind, None)
         self._newest_capture.pop(kind, None)
         if kind == "video":
-            self._next_seq = None
-            self._frame_ts = None
-            self._parts = []
+            self._frames.new_segment()
 
     def video_packet(self, seq: int, ts: int, marker: int, payload: bytes) -> None:
-        if self._next_seq is not None and seq != self._next_seq:
-            if ((seq - self._next_seq) & 0xFFFF) >= 0x8000:
-                return  # late or duplicate
-            self._frame_ok = False  # a packet is missing: this frame cannot be decoded
-        self._next_seq = (seq + 1) & 0xFFFF
-        if ts != self._frame_ts:
-            self._frame_ts = ts
-            self._parts = []
-            self._frame_ok = bool(payload) and bool(payload[0] & 0x10) and not payload[0] & 0x07
-            self._frame_pid = vp8_picture_id(payload)
-        pos = vp8_descriptor_length(payload)
-        if pos < 0:
-            self._frame_ok = False
-            return
-        self._parts.append(payload[pos:])
-        if marker:
-            if self._frame_ok:
-                self._decode_frame(b"".join(self._parts), ts)
-            elif self._frame_ts is not None:
-                self._need_key = True  # an undecodable frame: the next ones refer to it
-            self._parts = []
-            self._frame_ts = None
+        self._frames.packet(seq, ts, marker, payload)
 
-    def _in_order(self, pid: int | None) -> bool:
-        """Frames are known by the encoder's picture id: skip a frame already decoded (a path
-        switch replays recent frames), and after a missing one wait for a keyframe."""
-        if pid is None or self._last_pid is None:
-            self._last_pid = pid
-            return True
-        d = (pid - self._last_pid) & 0x7FFF
-        if d == 0 or d >= 0x4000:
-            return False
-        if d > 1:
-            self._need_key = True
-        self._last_pid = pid
-        return True
-
-    def _decode_frame(self, data: bytes, ts: int) -> None:
-        keyframe = bool(data) and not data[0] & 0x01
-        if not self._in_order(self._frame_pid):
-            return
-        if self._need_key and not keyframe:
-            return
-        self._need_key = False
+    def _decode_frame(self, data: bytes, ts: int, keyframe: bool) -> None:
         try:
             frames = self._vdec.decode(av.Packet(data))
         except av.error.FFmpegError:
             self.decode_errors += 1
-            self._need_key = True
+            self._frames.need_keyframe()
             return
         for frame in frames:
             plane = frame.planes[0]
