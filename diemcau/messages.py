@@ -67,6 +67,8 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     qoe_frames_decoded: int = 0
     av_drift_ms: float = 0.0  # newest audio's capture time minus newest video's (positive: picture lags)
     audio_level_dbfs: float = -120.0
+    session: str = ""  # the live session the hall follows ("": the default programme)
+    stream: str = ""
     recording: str = ""  # the file the hall is recording the programme to
     recorded_s: float = 0.0
 
@@ -122,6 +124,8 @@ class Assign(Msg, tag="assign"):
     backup_token: str = ""
     move: bool = False  # a deliberate move (rebalance, operator, drain): switch to it even if warm
     hitless: bool | None = None  # halls: both paths carry the media and are merged; None: keep the hall's setting
+    session: str = ""  # halls: the live session they take part in ("" : the default programme)
+    session_title: str = ""
 
 
 class SwitchSource(Msg, tag="switch_source"):

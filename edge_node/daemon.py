@@ -29,6 +29,7 @@ class HallDaemon:
         self.s = settings
         self.started_at = time.time()
         self.verifiers: dict[str, TrackVerifier] = {}
+        self._sink_stream: dict[str, str] = {}  # kind -> the stream its sinks were last opened for
         self.paths = DualPath(
             self._sinks, self._on_lost, settings.ice_servers, settings.switch_after_ms / 1000,
             settings.stall_s, settings.connect_timeout_s, on_switch=self._on_switch, hitless=settings.hitless,
@@ -39,7 +40,9 @@ class HallDaemon:
             self._on_message, settings.heartbeat_ms,
         )
         self._tasks: list[asyncio.Task] = []
-        self.stream = "programme"
+        self.stream = "programme"  # the stream it follows upstream (its session's)
+        self.session = ""  # the live session it takes part in ("": the default programme)
+        self.session_title = ""
         self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
         self.recorder: Recorder | None = None  # the programme as received, to a file per session
         self.qoe = QoeMonitor(QoeSettings(frozen_after_s=settings.qoe_frozen_after_s,
@@ -48,28 +51,35 @@ class HallDaemon:
 
     def _sinks(self, kind: str, codec):
         # Counters survive resubscription: the hall's record covers the whole run.
+        # another stream than this track's last one: the hall's session changed (a new programme,
+        # not the same one by another path)
+        new_source = self._sink_stream.get(kind, self.stream) != self.stream
+        self._sink_stream[kind] = self.stream
         v = self.verifiers.get(kind)
         if v is None or v.clock_rate != codec.clockRate:
             v = self.verifiers[kind] = TrackVerifier(kind, codec.clockRate, self.s.freeze_ms)
+        elif new_source:
+            v.new_source()
         else:
             v.new_segment()
         up = None
         if self.local is not None:
             # The hall's own viewers (projector PC, screens, participants) subscribe here by WHEP;
             # a path switch continues their stream by picture id, with no keyframe wait.
-            src = self.local.core.source(self.stream, create=True)
+            # local viewers always find the hall's programme under one name, whichever session it is
+            src = self.local.core.source(self.s.local_stream, create=True)
             first = kind not in src.tracks
             up = src.track_for(kind, codec)
             src.publisher = "upstream"
             up.set_keyframe_requester(self.paths.request_keyframe)
-            if first:
-                up.new_upstream()
+            if first or new_source:
+                up.new_upstream()  # local viewers wait for the new programme's keyframe
             else:
                 up.continue_upstream()
         verify = v.on_packet
         qoe = self.qoe
         if qoe is not None:
-            qoe.new_segment(kind)
+            (qoe.new_source if new_source else qoe.new_segment)(kind)
         rec = self._recorder()
         if rec is not None:
             rec.new_segment(kind)
@@ -105,12 +115,13 @@ class HallDaemon:
         """The recording of the current stream (one file per session), started on first media."""
         if not self.s.record_dir:
             return None
-        if self.recorder is None or self.recorder.stream != self.stream:
+        what = self.session or self.stream  # one file per session (or per stream outside sessions)
+        if self.recorder is None or self.recorder.stream != what:
             if self.recorder is not None:
                 self.recorder.close()
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            self.recorder = Recorder(Path(self.s.record_dir) / f"{self.s.hall}-{self.stream}-{stamp}.webm")
-            self.recorder.stream = self.stream
+            self.recorder = Recorder(Path(self.s.record_dir) / f"{self.s.hall}-{what}-{stamp}.webm")
+            self.recorder.stream = what
         return self.recorder
 
     def _on_switch(self, old: str, new: str, stalled_s: float) -> None:
@@ -123,9 +134,13 @@ class HallDaemon:
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Assign):
             log.info("%s assigned to %s", self.s.hall, msg.upstream)
-            self.stream = msg.stream
+            if (msg.stream, msg.session) != (self.stream, self.session):
+                log.info("%s follows %s (%s)", self.s.hall, msg.session or "the default programme", msg.stream)
+            self.stream, self.session, self.session_title = msg.stream, msg.session, msg.session_title
             if self.local is not None:
-                self.local.core.expected.add(msg.stream)
+                self.local.core.info.update(hall=self.s.hall, session=self.session, title=self.session_title)
+            if self.local is not None:
+                self.local.core.expected.add(self.s.local_stream)
             if msg.hitless is not None:
                 self.paths.set_hitless(msg.hitless)
             self.paths.assign(msg)
@@ -142,7 +157,7 @@ class HallDaemon:
         b = self.paths.backup
         st = m.HallStats(state=f.state, relay=f.upstream, backup=b.upstream, backup_state=b.state,
                          reconnects=max(f.connects + b.connects - 1, 0), switches=self.paths.switches,
-                         hitless=self.paths.hitless)
+                         hitless=self.paths.hitless, session=self.session, stream=self.stream)
         if self.paths.hitless:
             st.merged_duplicates = sum(p["duplicates"] for m in self.paths.merge_stats().values() for p in m["paths"])
         if v is not None:

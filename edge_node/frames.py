@@ -34,6 +34,12 @@ class Vp8Frames:
         self._frame_ts = None
         self._parts = []
 
+    def new_source(self) -> None:
+        """Another programme: its picture ids start a new line, and decoding needs its keyframe."""
+        self.new_segment()
+        self._last_pid = None
+        self._need_key = True
+
     def need_keyframe(self) -> None:
         self._need_key = True
 

@@ -93,6 +93,12 @@ class QoeMonitor:
         if kind == "video":
             self._frames.new_segment()
 
+    def new_source(self, kind: str) -> None:
+        self.new_segment(kind)
+        if kind == "video":
+            self._frames.new_source()
+            self._prev_sample = None
+
     def video_packet(self, seq: int, ts: int, marker: int, payload: bytes) -> None:
         self._frames.packet(seq, ts, marker, payload)
 

@@ -19,6 +19,7 @@ class EdgeSettings(msgspec.Struct, kw_only=True):
     viewers_host: str = "127.0.0.1"  # the hall's own WHEP server for local viewers
     viewers_port: int = 0  # 0: any free port; -1: no local viewers
     viewer_capacity: int = 50
+    local_stream: str = "programme"  # the name the hall's own viewers subscribe to, whichever session it follows
     tls_cert: str = ""  # the viewer server speaks HTTPS when a certificate and key are given
     tls_key: str = ""
     media_public_key: str = ""  # PEM public key that verifies viewers' media tokens

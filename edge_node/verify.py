@@ -98,6 +98,13 @@ class TrackVerifier:
         self._sr = None
         self._late_run = 0
 
+    def new_source(self) -> None:
+        """Another programme (the hall's session changed): a new path and a new picture-id line."""
+        self.new_segment()
+        if self._pid_first is not None:
+            self._pid_expected_done += self._pid_ext - self._pid_first + 1
+        self._pid_first = self._pid_last = None
+
     def on_sr(self, ntp: int, rtp_ts: int) -> None:
         if ntp:
             self._sr = (ntp_to_unix(ntp), rtp_ts)

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from diemcau.http import Problem
 from diemcau.messages import SwitchSource
+from diemcau.programme import Session, check_session, resolve_halls
 from diemcau.tokens import MediaTokenSigner
 
 from .auth import SESSION_COOKIE, Accounts, authenticate
@@ -43,6 +45,27 @@ class SourceBody(msgspec.Struct, forbid_unknown_fields=True):
 class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
     relay: str
     expect: str = ""  # the relay the operator saw the hall on; refused (409) if it moved meanwhile
+
+
+class SessionBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str
+    title: str
+    theme: str
+    start: datetime
+    end: datetime
+    title_en: str = ""
+    stream: str = "programme"
+    halls: list[str] = msgspec.field(default_factory=lambda: ["all"])
+
+
+class SessionPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    title: str | None = None
+    title_en: str | None = None
+    theme: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    stream: str | None = None
+    halls: list[str] | None = None
 
 
 class PlayerBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -321,6 +344,108 @@ class Api:
         return web.json_response({"hall": hall, "from": current, "relay": body.relay, "status": "accepted"},
                                  status=202)
 
+    # -- sessions and the schedule ------------------------------------------------------------
+
+    def _session_view(self, s: Session, with_halls: bool = False) -> dict:
+        try:
+            halls = resolve_halls(s.halls, self.st.topology.halls)
+        except ValueError:
+            halls = []
+        view = msgspec.to_builtins(s)
+        view["theme_name"] = (self.st.programme.themes if self.st.programme else {}).get(s.theme, s.theme)
+        view["hall_count"] = len(halls)
+        if with_halls:
+            view["hall_ids"] = halls
+        return view
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        rows = sorted((await self.st.store.sessions()).values(), key=lambda s: (s.start, s.id))
+        return web.json_response({"sessions": [self._session_view(s) for s in rows],
+                                  "themes": self.st.programme.themes if self.st.programme else {},
+                                  "default_stream": self.st.settings.stream})
+
+    async def session(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        s = (await self.st.store.sessions()).get(request.match_info["session"])
+        if s is None:
+            raise Problem(404, f"unknown session {request.match_info['session']}")
+        return web.json_response(self._session_view(s, with_halls=True))
+
+    def _check(self, s: Session, others: dict[str, Session]) -> list[str]:
+        """Validate a session against the themes, the topology and the live sessions it would share halls with."""
+        try:
+            halls = check_session(s, self.st.programme.themes if self.st.programme else {}, self.st.topology)
+        except ValueError as exc:
+            raise Problem(422, str(exc)) from None
+        if s.state == "live":
+            for o in others.values():
+                if o.id != s.id and o.state == "live":
+                    shared = [h for h in halls if h in set(resolve_halls(o.halls, self.st.topology.halls))]
+                    if shared:
+                        raise Problem(409, f"session {o.id} is live at {', '.join(shared[:5])}"
+                                           f"{' …' if len(shared) > 5 else ''}: end it first, or leave those halls out")
+        return halls
+
+    async def create_session(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, SessionBody, 16384)
+        s = Session(**msgspec.structs.asdict(body))
+        async with self._locked("sessions", p.user):
+            existing = await self.st.store.sessions()
+            if s.id in existing:
+                raise Problem(409, f"session {s.id} exists already")
+            self._check(s, existing)
+            await self.st.store.put_session(s)
+            await self.st.store.event("session_created", s.id, s.title, actor=p.user)
+        return web.json_response(self._session_view(s, with_halls=True), status=201)
+
+    async def edit_session(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        sid = request.match_info["session"]
+        body = await read_json(request, SessionPatch, 16384)
+        async with self._locked("sessions", p.user):
+            existing = await self.st.store.sessions()
+            s = existing.get(sid)
+            if s is None:
+                raise Problem(404, f"unknown session {sid}")
+            changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+            if not changes:
+                raise Problem(422, "nothing to change")
+            s = msgspec.structs.replace(s, **changes)
+            self._check(s, existing)
+            await self.st.store.put_session(s)
+            await self.st.store.event("session_edited", sid, ", ".join(sorted(changes)), actor=p.user)
+        return web.json_response(self._session_view(s, with_halls=True))
+
+    async def start_session(self, request: web.Request) -> web.Response:
+        """Its halls follow its stream within a sweep (~0.25 s); a hall in another live session is a 409."""
+        return await self._set_live(request, True)
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        return await self._set_live(request, False)
+
+    async def _set_live(self, request: web.Request, live: bool) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        sid = request.match_info["session"]
+        async with self._locked("sessions", p.user):
+            existing = await self.st.store.sessions()
+            s = existing.get(sid)
+            if s is None:
+                raise Problem(404, f"unknown session {sid}")
+            if live and s.state == "live":
+                raise Problem(409, f"session {sid} is live already (started by {s.by})")
+            if not live and s.state != "live":
+                raise Problem(409, f"session {sid} is not live")
+            now = time.time()
+            s = msgspec.structs.replace(s, state="live" if live else "ended", by=p.user,
+                                        **({"started_at": now} if live else {"ended_at": now}))
+            halls = self._check(s, existing)
+            await self.st.store.put_session(s)
+            await self.st.store.event("session_started" if live else "session_ended", sid,
+                                      f"{s.title} ({len(halls)} halls, stream {s.stream})", actor=p.user)
+        return web.json_response(self._session_view(s, with_halls=True))
+
     async def hall_player(self, request: web.Request) -> web.Response:
         """The address to open full screen on the hall's projector PC: its own player page, with a
         media token for the hall's programme in the URL fragment (never sent to a server)."""
@@ -579,6 +704,12 @@ ROUTES = [
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
     ("POST", "/api/v1/halls/{hall}/hitless", "hall_hitless", "operator"),
     ("POST", "/api/v1/halls/{hall}/player", "hall_player", "operator"),
+    ("GET", "/api/v1/sessions", "sessions", "viewer"),
+    ("POST", "/api/v1/sessions", "create_session", "operator"),
+    ("GET", "/api/v1/sessions/{session}", "session", "viewer"),
+    ("PATCH", "/api/v1/sessions/{session}", "edit_session", "operator"),
+    ("POST", "/api/v1/sessions/{session}/start", "start_session", "operator"),
+    ("POST", "/api/v1/sessions/{session}/end", "end_session", "operator"),
     ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
     ("POST", "/api/v1/nodes/{node}/credential", "node_credential", "admin"),
     ("POST", "/api/v1/preview", "preview", "viewer"),

@@ -17,7 +17,8 @@ from aiohttp import web
 from diemcau.http import Problem, on_prepare_security_headers, problem_middleware
 from diemcau.redisconn import connect as connect_redis
 from diemcau.tokens import MediaTokenSigner
-from diemcau.topology import Profile, Topology, load_profile, load_topology
+from diemcau.programme import Programme, load_programme
+from diemcau.topology import ConfigError, Profile, Topology, load_profile, load_topology
 
 from .api import Api, add_routes
 from .auth import Accounts
@@ -47,6 +48,7 @@ class State:
     planner: Planner
     leadership: Leadership
     halls_by_id: dict = field(default_factory=dict)
+    programme: Programme | None = None
     tasks: list = field(default_factory=list)
     auth_failures: dict = field(default_factory=dict)  # (address, minute) -> count
 
@@ -77,6 +79,10 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
     node_key, signer = load_secrets(settings)
     topology = load_topology(settings.topology or None)
     profile = load_profile(settings.profile)
+    try:
+        programme = load_programme(topology, settings.programme or None)
+    except ConfigError as exc:
+        raise StartupError(f"orchestrator: {exc}") from None
     app = web.Application(middlewares=[_audit_middleware, problem_middleware, _redis_middleware],
                           client_max_size=settings.max_body_bytes)
     app.on_response_prepare.append(on_prepare_security_headers)
@@ -102,7 +108,10 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         leadership = Leadership(redis, settings.key_prefix, settings.instance, settings.leader_lease_ms)
         planner = Planner(settings, store, signer, halls, profile, hub.deliver)
         hub.planner = _LeaderGate(planner, leadership)
-        state = State(settings, redis, store, accounts, signer, topology, profile, hub, planner, leadership, halls)
+        state = State(settings, redis, store, accounts, signer, topology, profile, hub, planner, leadership, halls,
+                      programme=programme)
+        if await store.seed_sessions(programme.sessions):
+            log.info("programme: %d sessions seeded from the config", len(programme.sessions))
         app[STATE_KEY] = state
         api = Api(state)
         app["api"] = api

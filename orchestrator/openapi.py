@@ -26,6 +26,8 @@ def _json(desc: str, schema: dict | None = None) -> dict:
 
 
 def openapi_document() -> dict:
+    session_param = {"name": "session", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"}}
+    edits = {"400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}
     hall_param = {"name": "hall", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Z]{2,3}-[0-9]{2}$"}}
     return {
         "openapi": "3.1.0",
@@ -50,6 +52,16 @@ def openapi_document() -> dict:
             "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
             "/api/v1/halls/{hall}/hitless": {"post": _op("Hitless mode for a hall: both paths carry the programme, merged frame by frame", {"202": _json("Hitless"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="HitlessBody", params=[hall_param])},
             "/api/v1/halls/{hall}/player": {"post": _op("The hall's projector page address, with a media token for its programme", {"200": _json("Player"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="PlayerBody", params=[hall_param])},
+            "/api/v1/sessions": {
+                "get": _op("The schedule: every session, its theme, times, halls and state", {"200": _json("Sessions")}),
+                "post": _op("Create a session", {"201": _json("Session"), **edits}, body="SessionBody"),
+            },
+            "/api/v1/sessions/{session}": {
+                "get": _op("One session with its hall ids", {"200": _json("Session"), "404": _ERR}, params=[session_param]),
+                "patch": _op("Edit a session (a live one's halls follow at once)", {"200": _json("Session"), **edits}, body="SessionPatch", params=[session_param]),
+            },
+            "/api/v1/sessions/{session}/start": {"post": _op("Start a session: its halls follow its stream", {"200": _json("Session"), "404": _ERR, "409": _ERR}, params=[session_param])},
+            "/api/v1/sessions/{session}/end": {"post": _op("End a live session: its halls return to the default programme", {"200": _json("Session"), "404": _ERR, "409": _ERR}, params=[session_param])},
             "/api/v1/relays/{relay}/drain": {"post": _op("Drain a relay (drain=true) or put it back in service", {"200": _json("Drain"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Drain", params=[
                 {"name": "relay", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/nodes/{node}/credential": {"post": _op("Revoke (revoked=true) or reinstate a node's credential", {"200": _json("Credential"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Revoke", params=[
@@ -90,6 +102,15 @@ def openapi_document() -> dict:
                 "Move": {"type": "object", "required": ["relay"], "additionalProperties": False,
                          "properties": {"relay": {"type": "string"}, "expect": {"type": "string"}}},
                 "Drain": {"type": "object", "additionalProperties": False, "properties": {"drain": {"type": "boolean"}}},
+                "SessionBody": {"type": "object", "additionalProperties": False, "required": ["id", "title", "theme", "start", "end"],
+                                "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "title_en": {"type": "string"},
+                                               "theme": {"type": "string"}, "start": {"type": "string", "format": "date-time"},
+                                               "end": {"type": "string", "format": "date-time"}, "stream": {"type": "string"},
+                                               "halls": {"type": "array", "items": {"type": "string"}}}},
+                "SessionPatch": {"type": "object", "additionalProperties": False,
+                                 "properties": {"title": {"type": "string"}, "title_en": {"type": "string"}, "theme": {"type": "string"},
+                                                "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+                                                "stream": {"type": "string"}, "halls": {"type": "array", "items": {"type": "string"}}}},
                 "PlayerBody": {"type": "object", "additionalProperties": False, "properties": {"ttl_s": {"type": "integer", "minimum": 60, "maximum": 1209600}}},
                 "Player": {"type": "object", "properties": {"hall": {"type": "string"}, "url": {"type": "string"}, "expires_in": {"type": "integer"}}},
                 "HitlessBody": {"type": "object", "additionalProperties": False, "required": ["on"], "properties": {"on": {"type": "boolean"}}},

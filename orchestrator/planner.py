@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from diemcau.messages import Assign, Msg
+from diemcau.messages import Assign, Msg, Unassign
+from diemcau.programme import resolve_halls
 from diemcau.tokens import MediaTokenSigner
 from diemcau.topology import Hall, Profile
 
@@ -43,6 +44,8 @@ class Planner:
         self.halls = halls
         self.inventory = {r.id: r for r in profile.relays}
         self.deliver = deliver
+        self.session_of: dict[str, tuple[str, str, str]] = {}  # hall -> (live session, its stream, title)
+        self.live_streams: set[str] = set()  # live sessions' streams other than the default programme
         self.hitless: dict[str, bool] = {}  # operators' hitless setting per hall (Redis "hitless"), sent in Assign
         self.dead: set[str] = set()
         self._lost: dict[str, list[float]] = {}
@@ -90,10 +93,14 @@ class Planner:
 
     # -- assignments -----------------------------------------------------------------------
 
-    def _msg(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int, move: bool = False) -> Assign:
-        stream = self.s.stream
+    def _msg(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int, move: bool = False,
+             stream: str | None = None) -> Assign:
+        session, hall_stream, title = self.session_of.get(node, ("", self.s.stream, ""))
+        stream = stream or hall_stream
         ttl = self.s.media_token_ttl_s
         return Assign(
+            session=session,
+            session_title=title,
             stream=stream,
             upstream=primary.id,
             whep_url=f"{primary.url.rstrip('/')}/whep/{stream}",
@@ -150,7 +157,7 @@ class Planner:
             backup.standby += 1
         assign[node] = {"stream": self.s.stream, "upstream": primary.id, "backup": backup.id if backup else "",
                         "epoch": epoch, "at": now_ms()}
-        await self.deliver(node, self._msg(node, primary, backup, epoch, move))
+        await self._deliver(node, primary, backup, epoch, move)
         log.info("plan %s: %s, standby %s (%s)", node, primary.id, backup.id if backup else "none", reason)
         await self.store.event("assign", node, f"{primary.id} (backup {backup.id if backup else 'none'}; {reason})")
         return True
@@ -164,7 +171,50 @@ class Planner:
         backup = by_id.get(assignment.get("backup", ""))
         if backup is None and assignment.get("backup"):
             return False  # the backup died: re-plan instead
-        return await self.deliver(node, self._msg(node, primary, backup, int(assignment.get("epoch", 0))))
+        return await self._deliver(node, primary, backup, int(assignment.get("epoch", 0)))
+
+    async def _deliver(self, node: str, primary: RelayView, backup: RelayView | None, epoch: int,
+                       move: bool = False) -> bool:
+        """A node's assignment; a regional relay also gets one per other live session's stream, from the
+        same two relays (its paths for every stream fail over together)."""
+        ok = await self.deliver(node, self._msg(node, primary, backup, epoch, move))
+        if node not in self.halls:
+            for stream in sorted(self.live_streams):
+                await self.deliver(node, self._msg(node, primary, backup, epoch, move, stream=stream))
+        return ok
+
+    async def _follow_sessions(self, views: list[RelayView], assign: dict) -> None:
+        """Halls follow their live session's stream; regional relays carry every live stream."""
+        sessions = await self.store.sessions()
+        live = sorted((s for s in sessions.values() if s.state == "live"), key=lambda s: s.started_at)
+        session_of: dict[str, tuple[str, str, str]] = {}
+        for s in live:
+            try:
+                ids = resolve_halls(s.halls, self.halls.values())
+            except ValueError as exc:
+                log.warning("session %s: %s", s.id, exc)
+                continue
+            for h in ids:
+                session_of.setdefault(h, (s.id, s.stream, s.title))
+        streams = {s.stream for s in live} - {self.s.stream}
+        changed = {h for h in set(session_of) | set(self.session_of) if session_of.get(h) != self.session_of.get(h)}
+        added, removed = streams - self.live_streams, self.live_streams - streams
+        self.session_of, self.live_streams = session_of, streams
+        if not (changed or added or removed):
+            return
+        log.info("sessions: %d halls change programme; streams added %s, removed %s", len(changed),
+                 sorted(added), sorted(removed))
+        # relays first: a hall's new stream must be at its relay when the hall asks for it
+        for node, a in sorted(assign.items()):
+            if node in self.halls:
+                continue
+            if added:
+                await self.resend(node, a, views)
+            for stream in sorted(removed):
+                await self.deliver(node, Unassign(stream=stream))
+        for node in sorted(changed):
+            if node in assign:
+                await self.resend(node, assign[node], views)
 
     # -- events from nodes -------------------------------------------------------------------
 
@@ -235,6 +285,7 @@ class Planner:
     async def _operator_intents(self, views: list[RelayView], assign: dict) -> None:
         """Carry out what operators asked for (through any orchestrator instance): moves, drains."""
         by_id = {v.id: v for v in views}
+        await self._follow_sessions(views, assign)
         modes = {h: bool(v.get("on")) for h, v in (await self.store.hitless()).items() if h in self.halls}
         changed = [h for h, on in modes.items() if self.hitless.get(h) != on]
         self.hitless = modes

@@ -13,6 +13,7 @@ class OrchestratorSettings(msgspec.Struct, kw_only=True):
     key_prefix: str = "dc:"
     stream: str = "programme"
     topology: str = ""  # path; empty: configs/topology.toml
+    programme: str = ""  # sessions and schedule; empty: configs/programme.toml (seeds Redis once)
     profile: str = "local"
     node_key_file: str = ""  # hex HMAC key for node credentials
     media_key_file: str = ""  # Ed25519 private key (PEM) that signs media tokens

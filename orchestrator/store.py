@@ -9,6 +9,7 @@ Keys (prefix `dc:` by default):
   events   stream of failovers, placements and operator actions (capped)
   drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
   moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
+  sessions hash  session id -> JSON Session (diemcau/programme.py): the schedule and what is live
   hitless  hash  hall id -> JSON {on, by, at}: an operator's hitless setting for the hall (overrides its own)
   revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
@@ -19,6 +20,10 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+
+import msgspec
+
+from diemcau.programme import Session
 
 import redis.asyncio as aioredis
 
@@ -142,6 +147,20 @@ class Store:
             await self.r.hset(self.k("drained"), relay, json.dumps({"by": who, "at": now_ms()}))
         else:
             await self.r.hdel(self.k("drained"), relay)
+
+    async def sessions(self) -> dict[str, Session]:
+        raw = await self.r.hgetall(self.k("sessions"))
+        return {k.decode(): msgspec.json.decode(v, type=Session) for k, v in raw.items()}
+
+    async def put_session(self, session: Session) -> None:
+        await self.r.hset(self.k("sessions"), session.id, msgspec.json.encode(session))
+
+    async def seed_sessions(self, sessions: list[Session]) -> int:
+        """The configured programme, for sessions Redis does not know yet (edits are never overwritten)."""
+        added = 0
+        for s in sessions:
+            added += await self.r.hsetnx(self.k("sessions"), s.id, msgspec.json.encode(s))
+        return added
 
     async def hitless(self) -> dict[str, dict]:
         raw = await self.r.hgetall(self.k("hitless"))

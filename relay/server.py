@@ -30,6 +30,7 @@ class RelayCore:
         self.settings = settings
         self.verifier = verifier
         self.sources: dict[str, Source] = {}
+        self.info: dict[str, str] = {}  # what a hall's player page shows (hall, session, title)
         self.expected: set[str] = set()  # streams we are told to carry (upstream pending)
         self.publishers: dict[str, PublishSession] = {}
         self.subscribers: dict[str, SubscribeSession] = {}
@@ -230,6 +231,12 @@ class RelayCore:
     async def options(self, request: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Allow": "POST, DELETE, OPTIONS"})
 
+    async def player_info(self, request: web.Request) -> web.Response:
+        """For the player page: which hall and session this is (a viewer's media token required)."""
+        stream = request.query.get("stream", "programme")
+        self._authorize(request, stream, "sub")
+        return web.json_response(self.info)
+
     async def player(self, request: web.Request) -> web.FileResponse:
         name = request.match_info.get("file") or "index.html"
         if name not in PLAYER_FILES:
@@ -303,6 +310,7 @@ ROUTES = [
     ("OPTIONS", "/whep/{stream}", "options", "public"),
     # the hall's screen (static; it plays by WHEP with a media token from its URL fragment)
     ("GET", "/player/", "player", "public"),
+    ("GET", "/player-info", "player_info", "sub"),
     ("GET", "/player/{file}", "player", "public"),
 ]
 

@@ -103,10 +103,23 @@ async function watch() {
 $("#sound").addEventListener("click", () => { const v = $("#programme"); v.muted = false; v.play(); $("#sound").hidden = true; });
 const c = claims();
 $("#title").textContent = [c.aud && c.aud !== "*" ? c.aud : "", stream].filter(Boolean).join(" · ");
+
+async function info() {  // the hall and the session it follows now (sessions change without a reload)
+  try {
+    const r = await fetch(`/player-info?stream=${encodeURIComponent(stream)}`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!r.ok) return;
+    const i = await r.json();
+    const text = [i.hall, i.session && i.title ? `${i.session} — ${i.title}` : ""].filter(Boolean).join(" · ");
+    if (text) $("#title").textContent = text;
+    $("#title").dataset.session = i.session || "";
+  } catch { /* the hall daemon is restarting: keep the last title */ }
+}
 if (!token) show("no_token");
 else {
   show("connecting");
   connect().catch((e) => retry(String(e.message || e)));
   setInterval(watch, 250);
+  info();
+  setInterval(info, 3000);
 }
 window.addEventListener("hashchange", () => location.reload());  // a new token or stream: start again
