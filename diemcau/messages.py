@@ -69,6 +69,11 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     audio_level_dbfs: float = -120.0
     session: str = ""  # the live session the hall follows ("": the default programme)
     stream: str = ""
+    floor: str = ""  # the floor stream it receives (or "speaking" when it holds the floor)
+    floor_speaker: str = ""
+    floor_frames: int = 0
+    floor_first_keyframe_at: float = 0.0  # unix time its first complete keyframe arrived
+    floor_reach_ms: float = -1.0  # operator's call -> that keyframe
     recording: str = ""  # the file the hall is recording the programme to
     recorded_s: float = 0.0
 
@@ -140,12 +145,41 @@ class Unassign(Msg, tag="unassign"):
     stream: str
 
 
+class FloorPublish(Msg, tag="floor_publish"):
+    """To the hall given the floor: publish its camera and microphone by WHIP here ("" stream: stop)."""
+
+    stream: str
+    whip_url: str = ""
+    token: str = ""
+
+
+class Forward(Msg, tag="forward"):
+    """To the speaker's relay: republish `stream` (the floor it receives by WHIP) to these relays
+    (the origins) by WHIP, so it travels up the tree; no targets: stop."""
+
+    stream: str
+    whip_urls: list[str] = []
+    tokens: list[str] = []
+
+
+class Floor(Msg, tag="floor"):
+    """To the halls of the speaker's session: subscribe to the floor, the programme's second track
+    ("" stream: the floor was taken back)."""
+
+    stream: str
+    speaker: str = ""
+    whep_url: str = ""
+    token: str = ""
+    given_at: float = 0.0  # unix time the operator gave the floor (halls measure its reach)
+
+
 class ErrorMsg(Msg, tag="error"):
     code: int
     reason: str
 
 
-AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, SwitchSource, Unassign, ErrorMsg]
+AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, SwitchSource, Unassign, FloorPublish, Forward, Floor,
+               ErrorMsg]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMsg)

@@ -15,6 +15,7 @@ from relay.ice import restrict_ice_addresses
 from relay.paths import DualPath
 
 from .qoe import QoeMonitor, QoeSettings
+from .floor import FloorRole
 from .recorder import Recorder
 from .settings import EdgeSettings
 from .verify import TrackVerifier
@@ -45,6 +46,7 @@ class HallDaemon:
         self.session_title = ""
         self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
         self.recorder: Recorder | None = None  # the programme as received, to a file per session
+        self.floor = FloorRole(self)
         self.qoe = QoeMonitor(QoeSettings(frozen_after_s=settings.qoe_frozen_after_s,
                                           black_after_s=settings.qoe_black_after_s,
                                           silent_after_s=settings.qoe_silent_after_s)) if settings.qoe else None
@@ -132,7 +134,11 @@ class HallDaemon:
         await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
 
     async def _on_message(self, msg: m.Msg) -> None:
-        if isinstance(msg, m.Assign):
+        if isinstance(msg, m.FloorPublish):
+            await self.floor.publish(msg)
+        elif isinstance(msg, m.Floor):
+            await self.floor.follow(msg)
+        elif isinstance(msg, m.Assign):
             log.info("%s assigned to %s", self.s.hall, msg.upstream)
             if (msg.stream, msg.session) != (self.stream, self.session):
                 log.info("%s follows %s (%s)", self.s.hall, msg.session or "the default programme", msg.stream)
@@ -183,6 +189,7 @@ class HallDaemon:
                 st.state = "stalled"
         if a is not None:
             st.audio_packets = a.packets
+        self.floor.fill(st)
         if self.recorder is not None:
             st.recording = str(self.recorder.path) if not self.recorder.failed else ""
             st.recorded_s = round(self.recorder.duration_s, 1)
@@ -223,6 +230,7 @@ class HallDaemon:
 
     async def stop(self) -> None:
         self.control.stop()
+        await self.floor.stop()
         for t in self._tasks[1:]:
             t.cancel()
         await self.paths.stop()

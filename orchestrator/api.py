@@ -68,6 +68,15 @@ class SessionPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     halls: list[str] | None = None
 
 
+class FloorBody(msgspec.Struct, forbid_unknown_fields=True):
+    hall: str
+    expect: str = ""  # the hall the operator saw holding the floor ("" : nobody); refused (409) if it changed
+
+
+class QueueBody(msgspec.Struct, forbid_unknown_fields=True):
+    hall: str
+
+
 class PlayerBody(msgspec.Struct, forbid_unknown_fields=True):
     ttl_s: int = 7 * 24 * 3600  # the summit's five days, with margin
 
@@ -446,6 +455,69 @@ class Api:
                                       f"{s.title} ({len(halls)} halls, stream {s.stream})", actor=p.user)
         return web.json_response(self._session_view(s, with_halls=True))
 
+    # -- the floor ---------------------------------------------------------------------------
+
+    async def _floor_view(self) -> dict:
+        holder = await self.st.store.floor()
+        if holder is not None:
+            holder["session"] = self.st.planner.session_of.get(holder["hall"], ("",))[0] if hasattr(
+                self.st.planner, "session_of") else ""
+        return {"holder": holder, "queue": await self.st.store.floor_queue()}
+
+    async def floor(self, request: web.Request) -> web.Response:
+        await authenticate(request, self.accounts, "viewer")
+        return web.json_response(await self._floor_view())
+
+    async def give_floor(self, request: web.Request) -> web.Response:
+        """Give the floor to a hall (taking it from whoever holds it): its camera reaches the other
+        halls of its session as the programme's second track."""
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, FloorBody, 1024)
+        if body.hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {body.hall}")
+        async with self._locked("floor", p.user):
+            holder = await self.st.store.floor()
+            current = holder["hall"] if holder else ""
+            if body.expect != current and (body.expect or current) and body.expect != "*":
+                raise Problem(409, f"{current or 'nobody'} holds the floor now, not {body.expect or 'nobody'}: "
+                                   "another operator changed it")
+            if current == body.hall:
+                raise Problem(409, f"{body.hall} holds the floor already")
+            if body.hall not in await self.st.store.connected():
+                raise Problem(409, f"hall {body.hall} is not on line")
+            await self.st.store.set_floor(body.hall, p.user)
+            await self.st.store.event("floor_given", body.hall, f"from {current or 'nobody'}", actor=p.user)
+        return web.json_response(await self._floor_view(), status=202)
+
+    async def take_floor(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        async with self._locked("floor", p.user):
+            holder = await self.st.store.floor()
+            if holder is None:
+                raise Problem(409, "nobody holds the floor")
+            await self.st.store.set_floor(None, p.user)
+            await self.st.store.event("floor_taken", holder["hall"], "floor taken back", actor=p.user)
+        return web.json_response(await self._floor_view())
+
+    async def raise_hand(self, request: web.Request) -> web.Response:
+        """A hall asks to speak (an operator enters it, e.g. from the hall's call): it joins the queue."""
+        p = await authenticate(request, self.accounts, "operator")
+        body = await read_json(request, QueueBody, 1024)
+        if body.hall not in self.st.halls_by_id:
+            raise Problem(404, f"unknown hall {body.hall}")
+        if not await self.st.store.queue_floor(body.hall, True, p.user):
+            raise Problem(409, f"{body.hall} is in the queue already")
+        await self.st.store.event("floor_requested", body.hall, "asks to speak", actor=p.user)
+        return web.json_response(await self._floor_view(), status=201)
+
+    async def lower_hand(self, request: web.Request) -> web.Response:
+        p = await authenticate(request, self.accounts, "operator")
+        hall = request.match_info["hall"]
+        if not await self.st.store.queue_floor(hall, False, p.user):
+            raise Problem(404, f"{hall} is not in the queue")
+        await self.st.store.event("floor_request_withdrawn", hall, "", actor=p.user)
+        return web.json_response(await self._floor_view())
+
     async def hall_player(self, request: web.Request) -> web.Response:
         """The address to open full screen on the hall's projector PC: its own player page, with a
         media token for the hall's programme in the URL fragment (never sent to a server)."""
@@ -704,6 +776,11 @@ ROUTES = [
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
     ("POST", "/api/v1/halls/{hall}/hitless", "hall_hitless", "operator"),
     ("POST", "/api/v1/halls/{hall}/player", "hall_player", "operator"),
+    ("GET", "/api/v1/floor", "floor", "viewer"),
+    ("POST", "/api/v1/floor", "give_floor", "operator"),
+    ("DELETE", "/api/v1/floor", "take_floor", "operator"),
+    ("POST", "/api/v1/floor/queue", "raise_hand", "operator"),
+    ("DELETE", "/api/v1/floor/queue/{hall}", "lower_hand", "operator"),
     ("GET", "/api/v1/sessions", "sessions", "viewer"),
     ("POST", "/api/v1/sessions", "create_session", "operator"),
     ("GET", "/api/v1/sessions/{session}", "session", "viewer"),

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from diemcau.messages import Assign, Msg, Unassign
+from diemcau.messages import Assign, Floor, FloorPublish, Forward, Msg, Unassign
 from diemcau.programme import resolve_halls
 from diemcau.tokens import MediaTokenSigner
 from diemcau.topology import Hall, Profile
@@ -46,6 +46,7 @@ class Planner:
         self.deliver = deliver
         self.session_of: dict[str, tuple[str, str, str]] = {}  # hall -> (live session, its stream, title)
         self.live_streams: set[str] = set()  # live sessions' streams other than the default programme
+        self.floor_state: tuple[str, str, str, int] | None = None  # (speaker, floor stream, its relay, given at ms)
         self.hitless: dict[str, bool] = {}  # operators' hitless setting per hall (Redis "hitless"), sent in Assign
         self.dead: set[str] = set()
         self._lost: dict[str, list[float]] = {}
@@ -179,9 +180,79 @@ class Planner:
         same two relays (its paths for every stream fail over together)."""
         ok = await self.deliver(node, self._msg(node, primary, backup, epoch, move))
         if node not in self.halls:
-            for stream in sorted(self.live_streams):
+            for stream in sorted(self._relay_streams(node)):
                 await self.deliver(node, self._msg(node, primary, backup, epoch, move, stream=stream))
+        elif self.floor_state is not None and self._hears_floor(node):
+            await self.deliver(node, self._floor_msg(node, primary))
         return ok
+
+    def _relay_streams(self, node: str) -> set[str]:
+        """What a regional relay pulls besides the default programme: live sessions' streams, and
+        the floor (unless the floor is published at this very relay by its speaker's hall)."""
+        streams = set(self.live_streams)
+        if self.floor_state is not None and self.floor_state[2] != node:
+            streams.add(self.floor_state[1])
+        return streams
+
+    # -- the floor -------------------------------------------------------------------------------
+
+    def _hears_floor(self, hall: str) -> bool:
+        speaker = self.floor_state[0] if self.floor_state else ""
+        return bool(speaker) and hall != speaker and \
+            self.session_of.get(hall, ("",))[0] == self.session_of.get(speaker, ("",))[0]
+
+    def _floor_msg(self, hall: str, relay: RelayView) -> Floor:
+        speaker, stream, _, at = self.floor_state
+        return Floor(stream=stream, speaker=speaker, whep_url=f"{relay.url.rstrip('/')}/whep/{stream}",
+                     token=self.signer.mint(hall, stream, "sub", self.s.media_token_ttl_s, aud=relay.id),
+                     given_at=at / 1000)
+
+    async def _follow_floor(self, views: list[RelayView], assign: dict) -> None:
+        """The floor travels: speaker's hall -> its relay -> the origins -> every regional relay ->
+        the other halls of the speaker's session."""
+        rec = await self.store.floor()
+        want = None
+        if rec and rec.get("hall") in assign:
+            speaker = rec["hall"]
+            session = self.session_of.get(speaker, ("",))[0]
+            stream = "floor-" + (session.lower() if session else self.s.stream)
+            want = (speaker, stream, assign[speaker]["upstream"], int(rec.get("at", 0)))
+        if want == self.floor_state:
+            return
+        by_id = {v.id: v for v in views}
+        old, self.floor_state = self.floor_state, None
+        if old is not None:
+            speaker, stream, relay_id, _ = old
+            await self.deliver(speaker, FloorPublish(stream=""))
+            await self.deliver(relay_id, Forward(stream=stream))
+            for node in sorted(assign):
+                if node in self.halls:
+                    await self.deliver(node, Floor(stream=""))
+                elif node != relay_id:
+                    await self.deliver(node, Unassign(stream=stream))
+            log.info("floor: %s no longer speaks", speaker)
+        relay = by_id.get(want[2]) if want else None
+        if want is None or relay is None:
+            return
+        self.floor_state = want
+        speaker, stream, relay_id, _ = want
+        ttl = self.s.media_token_ttl_s
+        origins = [v for v in views if v.role == "origin" and v.alive and v.id != relay_id]
+        # up the tree first, then down: each hop waits (briefly) for the one before
+        await self.deliver(relay_id, Forward(stream=stream, whip_urls=[f"{o.url.rstrip('/')}/whip/{stream}" for o in origins],
+                                             tokens=[self.signer.mint(relay_id, stream, "pub", ttl, aud=o.id) for o in origins]))
+        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
+                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
+        for node, a in sorted(assign.items()):
+            if node in self.halls or node == relay_id:
+                continue
+            primary, backup = by_id.get(a["upstream"]), by_id.get(a.get("backup", ""))
+            if primary is not None:
+                await self.deliver(node, self._msg(node, primary, backup, int(a.get("epoch", 0)), stream=stream))
+        for node, a in sorted(assign.items()):
+            if node in self.halls and self._hears_floor(node) and a["upstream"] in by_id:
+                await self.deliver(node, self._floor_msg(node, by_id[a["upstream"]]))
+        log.info("floor: %s speaks on %s through %s", speaker, stream, relay_id)
 
     async def _follow_sessions(self, views: list[RelayView], assign: dict) -> None:
         """Halls follow their live session's stream; regional relays carry every live stream."""
@@ -286,6 +357,7 @@ class Planner:
         """Carry out what operators asked for (through any orchestrator instance): moves, drains."""
         by_id = {v.id: v for v in views}
         await self._follow_sessions(views, assign)
+        await self._follow_floor(views, assign)
         modes = {h: bool(v.get("on")) for h, v in (await self.store.hitless()).items() if h in self.halls}
         changed = [h for h, on in modes.items() if self.hitless.get(h) != on]
         self.hitless = modes

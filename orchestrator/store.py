@@ -10,6 +10,8 @@ Keys (prefix `dc:` by default):
   drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
   moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
   sessions hash  session id -> JSON Session (diemcau/programme.py): the schedule and what is live
+  floor    string  JSON {hall, by, at}: the hall holding the floor (absent: nobody)
+  floorq   hash  hall id -> JSON {by, at}: halls asking to speak, oldest first by `at`
   hitless  hash  hall id -> JSON {on, by, at}: an operator's hitless setting for the hall (overrides its own)
   revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
@@ -161,6 +163,27 @@ class Store:
         for s in sessions:
             added += await self.r.hsetnx(self.k("sessions"), s.id, msgspec.json.encode(s))
         return added
+
+    async def floor(self) -> dict | None:
+        raw = await self.r.get(self.k("floor"))
+        return json.loads(raw) if raw else None
+
+    async def set_floor(self, hall: str | None, who: str) -> None:
+        if hall:
+            await self.r.set(self.k("floor"), json.dumps({"hall": hall, "by": who, "at": now_ms()}))
+            await self.r.hdel(self.k("floorq"), hall)
+        else:
+            await self.r.delete(self.k("floor"))
+
+    async def floor_queue(self) -> list[dict]:
+        raw = await self.r.hgetall(self.k("floorq"))
+        rows = [{"hall": k.decode(), **json.loads(v)} for k, v in raw.items()]
+        return sorted(rows, key=lambda r: r["at"])
+
+    async def queue_floor(self, hall: str, on: bool, who: str) -> bool:
+        if on:
+            return bool(await self.r.hsetnx(self.k("floorq"), hall, json.dumps({"by": who, "at": now_ms()})))
+        return bool(await self.r.hdel(self.k("floorq"), hall))
 
     async def hitless(self) -> dict[str, dict]:
         raw = await self.r.hgetall(self.k("hitless"))

@@ -9,6 +9,7 @@ from diemcau import __version__
 from diemcau import messages as m
 from diemcau.control_client import ControlClient
 
+from .forward import Forwarder
 from .paths import DualPath
 from .server import RelayCore
 
@@ -21,6 +22,7 @@ class RelayAgent:
         self.s = core.settings
         self.public_url = public_url
         self.followers: dict[str, DualPath] = {}
+        self.forwarders: dict[str, Forwarder] = {}  # streams published here that go up the tree
         self._tasks: list[asyncio.Task] = []
         self.control = ControlClient(
             self.s.orchestrator_url, self.s.credential, self._hello, self._heartbeat,
@@ -34,6 +36,8 @@ class RelayAgent:
         self.control.stop()
         for f in self.followers.values():
             await f.stop()
+        for fw in self.forwarders.values():
+            await fw.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
             for t in pending:
@@ -72,6 +76,15 @@ class RelayAgent:
         elif isinstance(msg, m.SwitchSource):
             if not self.core.switch_source(msg.stream, msg.role, msg.reason or "operator"):
                 log.warning("cannot switch %s to its %s feed: no such feed here", msg.stream, msg.role)
+        elif isinstance(msg, m.Forward):
+            old = self.forwarders.pop(msg.stream, None)
+            if old is not None:
+                await old.stop()
+            if msg.whip_urls:
+                self.core.expected.add(msg.stream)  # the speaker's hall publishes it here
+                fw = self.forwarders[msg.stream] = Forwarder(self.core, msg.stream, list(zip(msg.whip_urls, msg.tokens)),
+                                                             self.s.ice_servers)
+                fw.start()
         elif isinstance(msg, m.Unassign):
             f = self.followers.pop(msg.stream, None)
             if f is not None:

@@ -161,6 +161,13 @@ class RelayCore:
         except SdpError as exc:
             raise _Rejected(400, str(exc)) from None
         src = self.sources.get(stream)
+        if (src is None or not src.tracks) and stream in self.expected:
+            # a stream this relay was told to carry (a session just started, a floor just given):
+            # hold the request a moment rather than make the subscriber come back later
+            deadline = asyncio.get_running_loop().time() + EXPECTED_WAIT_S
+            while (src is None or "video" not in src.tracks) and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+                src = self.sources.get(stream)
         if src is None or not src.tracks:
             if stream in self.expected:
                 raise _Rejected(503, f"stream {stream} is not yet arriving here", retry_after="1")
@@ -316,6 +323,7 @@ ROUTES = [
 
 
 PLAYER_DIR = Path(__file__).parent / "player"
+EXPECTED_WAIT_S = 3.0  # a WHEP request for an expected stream waits this long for it to arrive
 PLAYER_FILES = ("index.html", "player.js")
 
 

@@ -106,6 +106,39 @@ class PatternGenerator:
         return VideoFrame.from_ndarray(data.reshape(h * 3 // 2, w), format="yuv420p")
 
 
+class FileCamera:
+    """Frames of a media file, looped and scaled: a hall's camera for the floor when it has no device."""
+
+    def __init__(self, path: str, width: int, height: int) -> None:
+        import av
+
+        self.path, self.width, self.height = path, width, height
+        try:
+            self._container = av.open(path)
+            self._stream = self._container.streams.video[0]
+        except (av.error.FFmpegError, OSError, IndexError) as exc:
+            raise ValueError(f"camera file {path}: {exc}") from None
+        self._frames = self._container.decode(self._stream)
+        self._black = PatternGenerator(width, height).black()
+
+    def frame(self, frame_no: int, capture_time: float) -> VideoFrame:
+        import av
+
+        for _ in range(2):
+            try:
+                f = next(self._frames)
+                return f.reformat(width=self.width, height=self.height, format="yuv420p")
+            except StopIteration:  # loop the file
+                self._container.seek(0)
+                self._frames = self._container.decode(self._stream)
+            except av.error.FFmpegError:
+                break
+        return self._black
+
+    def black(self) -> VideoFrame:
+        return self._black
+
+
 class _StudioFeedback(RtpFeedback):
     def __init__(self, studio: "Studio", output: RtpOutput) -> None:
         self.studio = studio
@@ -141,6 +174,7 @@ class Studio:
         ice_servers: list[str] | None = None,
         role: str = "primary",
         impair_file: str = "",
+        source: str = "test",
     ) -> None:
         urls = [whip_url] if isinstance(whip_url, str) else list(whip_url)
         tokens = [token] * len(urls) if isinstance(token, str) else list(token)
@@ -151,7 +185,8 @@ class Studio:
         self.fps = fps
         self.bitrate = bitrate
         self.ice_servers = ice_servers or []
-        self.pattern = PatternGenerator(width, height)
+        # the picture: the test pattern, or a camera's recording (a hall's floor from a file)
+        self.pattern = PatternGenerator(width, height) if source in ("", "test") else FileCamera(source, width, height)
         self.force_keyframe = True
         self.frames_sent = 0
         self.frames_dropped = 0  # capture slots skipped because the studio was starved of CPU

@@ -1,0 +1,160 @@
+"""The floor at a hall: speaking (publishing its camera and microphone) or watching another hall speak.
+
+Given the floor, the hall publishes by WHIP to its own relay, which sends it up the tree to
+the origins; every other hall of the session subscribes to it from its own relay as the
+programme's second track. The hall's own viewers (the player page) find it as stream
+"floor" on the hall daemon, next to "programme".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from diemcau import messages as m
+from relay.follow import Follower
+from relay.studio import Studio
+
+from .frames import Vp8Frames
+from .verify import TrackVerifier
+
+if TYPE_CHECKING:
+    from .daemon import HallDaemon
+
+log = logging.getLogger(__name__)
+
+LOCAL_FLOOR = "floor"  # the stream name the hall's own viewers subscribe to
+
+
+class FloorRole:
+    def __init__(self, hall: HallDaemon) -> None:
+        self.hall = hall
+        self.speaking = ""  # the floor stream this hall publishes, when it holds the floor
+        self._camera: Studio | None = None
+        self._camera_task: asyncio.Task | None = None
+        self.stream = ""  # the floor stream this hall watches
+        self.speaker = ""
+        self.given_at = 0.0
+        self.first_keyframe_at = 0.0
+        self.verifier: TrackVerifier | None = None
+        self._follower: Follower | None = None
+        self._follower_task: asyncio.Task | None = None
+
+    # -- speaking ------------------------------------------------------------------------------
+
+    async def publish(self, msg: m.FloorPublish) -> None:
+        await self._stop_camera()
+        if not msg.stream:
+            log.info("%s: floor taken back", self.hall.s.hall)
+            return
+        s = self.hall.s
+        self._camera = Studio(msg.whip_url, msg.token, width=320, height=180, fps=15,
+                              ice_servers=s.ice_servers, source=s.camera)
+        self._camera_task = asyncio.ensure_future(self._camera.run())
+        self.speaking = msg.stream
+        log.info("%s has the floor: publishing its camera to %s", s.hall, msg.whip_url)
+
+    async def _stop_camera(self) -> None:
+        cam, task = self._camera, self._camera_task
+        self._camera = self._camera_task = None
+        self.speaking = ""
+        if cam is not None and task is not None:
+            cam.stop()
+            try:
+                await asyncio.wait_for(task, 5)
+            except asyncio.TimeoutError:
+                task.cancel()
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def follow(self, msg: m.Floor) -> None:
+        if msg.stream == self.stream and self._follower is not None and msg.stream:
+            # the same floor from another relay (the hall was re-planned) or a fresh token
+            self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url,
+                                           token=msg.token))
+            return
+        await self._stop_follower()
+        if not msg.stream:
+            return
+        self.stream, self.speaker, self.given_at = msg.stream, msg.speaker, msg.given_at
+        self.first_keyframe_at = 0.0
+        self.verifier = None
+        self._follower = Follower(self._sinks, self._lost, self.hall.s.ice_servers, stall_s=2.0,
+                                  connect_timeout_s=self.hall.s.connect_timeout_s, name="floor")
+        self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url, token=msg.token))
+        self._follower_task = asyncio.ensure_future(self._follower.run())
+        log.info("%s: the floor is %s's: following %s", self.hall.s.hall, msg.speaker, msg.whep_url)
+
+    async def _lost(self, upstream: str, reason: str) -> None:
+        log.info("floor %s: %s (retrying)", self.stream, reason)
+
+    def _sinks(self, kind, codec):
+        local = self.hall.local
+        up = None
+        if local is not None:
+            src = local.core.source(LOCAL_FLOOR, create=True)
+            local.core.expected.add(LOCAL_FLOOR)
+            first = kind not in src.tracks
+            up = src.track_for(kind, codec)
+            src.publisher = "upstream"
+            if self._follower is not None and self._follower.sub is not None and kind == "video":
+                up.set_keyframe_requester(self._follower.sub.request_keyframe)
+            up.new_upstream() if first else up.continue_upstream()
+        if kind != "video":
+            return (up.on_packet if up is not None else (lambda p: None)), (up.on_sr if up is not None else None)
+        if self.verifier is None:
+            self.verifier = TrackVerifier("video", codec.clockRate)
+        else:
+            self.verifier.new_segment()
+        verify = self.verifier.on_packet
+        frames = Vp8Frames(self._frame)
+
+        def on_packet(packet) -> None:
+            verify(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+            if not self.first_keyframe_at:
+                frames.packet(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
+            if up is not None:
+                up.on_packet(packet)
+
+        return on_packet, (up.on_sr if up is not None else None)
+
+    def _frame(self, data: bytes, ts: int, keyframe: bool) -> None:
+        if keyframe and not self.first_keyframe_at:
+            self.first_keyframe_at = time.time()
+            log.info("floor %s: first keyframe %.0f ms after it was given", self.stream,
+                     (self.first_keyframe_at - self.given_at) * 1000 if self.given_at else -1)
+
+    async def _stop_follower(self) -> None:
+        f, task = self._follower, self._follower_task
+        self._follower = self._follower_task = None
+        self.stream = self.speaker = ""
+        if f is not None:
+            f.stop()
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, 5)
+            except asyncio.TimeoutError:
+                task.cancel()
+        local = self.hall.local
+        if local is not None:
+            local.core.expected.discard(LOCAL_FLOOR)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def fill(self, st: m.HallStats) -> None:
+        if self.speaking:
+            st.floor, st.floor_speaker = self.speaking, self.hall.s.hall
+            if self._camera is not None:
+                st.floor_frames = self._camera.frames_sent
+        elif self.stream:
+            st.floor, st.floor_speaker = self.stream, self.speaker
+            st.floor_frames = self.verifier.frames if self.verifier is not None else 0
+            st.floor_first_keyframe_at = self.first_keyframe_at
+            if self.first_keyframe_at and self.given_at:
+                st.floor_reach_ms = round((self.first_keyframe_at - self.given_at) * 1000, 1)
+
+    async def stop(self) -> None:
+        await self._stop_camera()
+        await self._stop_follower()

@@ -1,0 +1,83 @@
+"""The floor: a hall speaks back; its camera travels up the tree and down to every other hall of its session."""
+
+import aiohttp
+
+from edge_node.daemon import HallDaemon
+from edge_node.settings import EdgeSettings
+from relay.agent import RelayAgent
+from tests.conftest import free_port, wait_for
+from tests.media import start_studio
+from tests.test_failover import _spawn_relay
+
+HALLS = ("HN-01", "HN-02", "HP-01")
+
+
+async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrator, start_relay, signer, secrets_dir):
+    orch = await start_orchestrator()
+    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
+                               credential=orch.credential("origin-1"), heartbeat_ms=300)
+    agent = RelayAgent(origin.core, origin.url)
+    agent.start()
+    regional = _spawn_relay(orch, secrets_dir, "north-1", "north", free_port())
+    studio, task = await start_studio(origin.url, signer, fps=15)
+
+    async def regional_up():
+        return "north-1" in await orch.state.store.connected()
+
+    await wait_for(regional_up, 20, what="the regional relay registered")
+    halls = {hid: HallDaemon(EdgeSettings(hall=hid, orchestrator_url=orch.control_url, qoe=False,
+                                          credential=orch.credential(hid), ice_addresses=["127.0.0.1"]))
+             for hid in HALLS}
+    for hall in halls.values():
+        hall.start()
+    try:
+        await wait_for(lambda: all(x.stats().frames_received > 30 and x.stats().relay == "north-1"
+                                   for x in halls.values()), 30, what="every hall on the regional relay")
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}"}
+            url = orch.url + "/api/v1/floor"
+            async with http.post(url + "/queue", json={"hall": "HN-02"}, headers=h) as r:
+                assert r.status == 201
+            async with http.post(url + "/queue", json={"hall": "HN-02"}, headers=h) as r:
+                assert r.status == 409
+            async with http.delete(url, headers=h) as r:
+                assert r.status == 409  # nobody holds it
+            async with http.post(url, json={"hall": "XX-01"}, headers=h) as r:
+                assert r.status == 404
+
+            reach = {}
+            programme = {hid: x.stats().frames_received for hid, x in halls.items()}
+            for speaker, expect in (("HN-01", ""), ("HN-02", "HN-01")):
+                async with http.post(url, json={"hall": speaker, "expect": expect}, headers=h) as r:
+                    assert r.status == 202, await r.text()
+                    assert (await r.json())["holder"]["hall"] == speaker
+                others = [x for hid, x in halls.items() if hid != speaker]
+                await wait_for(lambda: all(x.stats().floor_speaker == speaker and x.stats().floor_frames > 15
+                                           for x in others), 15, what=f"{speaker}'s floor at every other hall")
+                assert halls[speaker].stats().floor.startswith("floor-") and halls[speaker].floor.speaking
+                reach[speaker] = max(x.stats().floor_reach_ms for x in others)
+                # the programme goes on at every hall meanwhile
+                assert all(x.stats().frames_received > programme[hid] for hid, x in halls.items())
+            print("floor reach (API call -> first keyframe at the slowest other hall), ms:", reach)
+            assert all(0 < ms <= 3000 for ms in reach.values()), reach
+            # the queue: HN-02 asked to speak and was given the floor, so it left the queue
+            async with http.get(url, headers=h) as r:
+                assert (await r.json())["queue"] == []
+            # a stale handover (the operator saw HN-01 holding it) is refused
+            async with http.post(url, json={"hall": "HP-01", "expect": "HN-01"}, headers=h) as r:
+                assert r.status == 409 and "HN-02" in (await r.json())["error"]
+            async with http.delete(url, headers=h) as r:
+                assert r.status == 200
+            await wait_for(lambda: all(not x.stats().floor for x in halls.values()), 10, what="the floor ended everywhere")
+            async with http.get(orch.url + "/api/v1/events?kind=floor_given,floor_taken,floor_requested", headers=h) as r:
+                kinds = [(e["kind"], e["subject"]) for e in (await r.json())["events"]][::-1]
+            assert kinds == [("floor_requested", "HN-02"), ("floor_given", "HN-01"), ("floor_given", "HN-02"),
+                             ("floor_taken", "HN-02")]
+    finally:
+        for hall in halls.values():
+            await hall.stop()
+        studio.stop()
+        await task
+        await agent.stop()
+        regional.kill()
+        regional.wait()
