@@ -291,6 +291,11 @@ class Deployment:
         with tls_urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def delete(self, path: str, token: str) -> dict:
+        req = urllib.request.Request(self.base_url + path, method="DELETE", headers={"Authorization": f"Bearer {token}"})
+        with tls_urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
     def post(self, path: str, token: str, body: dict) -> dict:
         req = urllib.request.Request(self.base_url + path, data=json.dumps(body).encode(), headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})

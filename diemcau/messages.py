@@ -74,6 +74,7 @@ class HallStats(msgspec.Struct, omit_defaults=True):
     floor_frames: int = 0
     floor_first_keyframe_at: float = 0.0  # unix time its first complete keyframe arrived
     floor_reach_ms: float = -1.0  # operator's call -> that keyframe
+    floor_history: list[list] = []  # recent floors seen here: [speaker, given at (unix), reach ms]
     recording: str = ""  # the file the hall is recording the programme to
     recorded_s: float = 0.0
 
@@ -106,6 +107,7 @@ class MediaLost(Msg, tag="media_lost"):
 
     upstream: str
     reason: str
+    stream: str = ""  # which stream ("": the node's main assignment)
 
 
 # -- orchestrator -> node -------------------------------------------------------------

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HISTORY = 20  # floors remembered for the stats
 LOCAL_FLOOR = "floor"  # the stream name the hall's own viewers subscribe to
 
 
@@ -40,6 +41,8 @@ class FloorRole:
         self.first_keyframe_at = 0.0
         self.verifier: TrackVerifier | None = None
         self._follower: Follower | None = None
+        self._frames: Vp8Frames | None = None
+        self.history: list[list] = []  # [speaker, given at, reach ms] of recent floors
         self._follower_task: asyncio.Task | None = None
 
     # -- speaking ------------------------------------------------------------------------------
@@ -71,7 +74,15 @@ class FloorRole:
 
     async def follow(self, msg: m.Floor) -> None:
         if msg.stream == self.stream and self._follower is not None and msg.stream:
-            # the same floor from another relay (the hall was re-planned) or a fresh token
+            # the floor passed to another hall of the session (the same stream, the subscription
+            # stays), or the same floor from another relay (the hall was re-planned), or a fresh token
+            if msg.speaker != self.speaker:
+                self.speaker, self.given_at, self.first_keyframe_at = msg.speaker, msg.given_at, 0.0
+                if self.verifier is not None:
+                    self.verifier.new_source()
+                if self._frames is not None:
+                    self._frames.new_source()
+                log.info("%s: the floor passed to %s", self.hall.s.hall, msg.speaker)
             self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url,
                                            token=msg.token))
             return
@@ -109,7 +120,7 @@ class FloorRole:
         else:
             self.verifier.new_segment()
         verify = self.verifier.on_packet
-        frames = Vp8Frames(self._frame)
+        frames = self._frames = Vp8Frames(self._frame)
 
         def on_packet(packet) -> None:
             verify(packet.sequence_number, packet.timestamp, packet.marker, packet.payload)
@@ -123,6 +134,9 @@ class FloorRole:
     def _frame(self, data: bytes, ts: int, keyframe: bool) -> None:
         if keyframe and not self.first_keyframe_at:
             self.first_keyframe_at = time.time()
+            if self.given_at:
+                self.history.append([self.speaker, self.given_at, round((self.first_keyframe_at - self.given_at) * 1000, 1)])
+                del self.history[:-HISTORY]
             log.info("floor %s: first keyframe %.0f ms after it was given", self.stream,
                      (self.first_keyframe_at - self.given_at) * 1000 if self.given_at else -1)
 
@@ -144,6 +158,7 @@ class FloorRole:
     # -- state ---------------------------------------------------------------------------------
 
     def fill(self, st: m.HallStats) -> None:
+        st.floor_history = list(self.history)
         if self.speaking:
             st.floor, st.floor_speaker = self.speaking, self.hall.s.hall
             if self._camera is not None:

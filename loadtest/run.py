@@ -66,18 +66,23 @@ def run_loadtest(args) -> int:
         dep.start_redis()
         dep.start_control_plane(0)
         dep.start_relays()
-        dep.start_studio(sc.duration_s + 900)
-        dep.start_studio(sc.duration_s + 900, role="backup")
+        dep.start_studio(sc.duration_s + 900, sc.fps, sc.width, sc.height)
+        dep.start_studio(sc.duration_s + 900, sc.fps, sc.width, sc.height, role="backup")
+        unknown = [a.hall for a in sc.action if a.hall and a.hall not in halls]
+        if unknown:
+            raise SystemExit(f"actions name halls outside the run's {len(halls)}: {', '.join(unknown)}")
         dep.start_halls(halls, per_process=35)
         token = dep.login()
         deadline = time.time() + 180
         while True:
             board = dep.get("/api/v1/halls", token)
-            on = [h for h in board["halls"] if h["id"] in halls and h["state"] == "on_air"]
+            # receiving the programme (on air, or degraded / on its standby on a loaded box)
+            on = [h for h in board["halls"] if h["id"] in halls and h["state"] in ("on_air", "degraded", "on_backup")]
             if len(on) == len(halls):
                 break
             if time.time() > deadline:
-                raise SystemExit(f"only {len(on)}/{len(halls)} halls on air after 180 s")
+                states = sorted(f"{h['id']}:{h['state']}" for h in board["halls"] if h["id"] in halls and h not in on)
+                raise SystemExit(f"only {len(on)}/{len(halls)} halls receiving after 180 s: {', '.join(states[:10])}")
             time.sleep(0.5)
         people = []
         for i in range(sc.participants):
@@ -97,14 +102,20 @@ def run_loadtest(args) -> int:
         cpu0, t0 = cpu_by_kind(), time.time()
         faults = []
         pending = sorted(sc.fault, key=lambda f: f.at_s)
+        actions = sorted(sc.action, key=lambda a: a.at_s)
+        floors: list[dict] = []  # one per handover: speaker, when, and each other hall's reach
         # sample CPU a second before the workers finish: an exited worker's /proc entry loses its name
         while time.time() < start_at + sc.duration_s - 1.0:
             now = time.time() - start_at
             while pending and now >= pending[0].at_s:
                 f = pending.pop(0)
                 faults.append(inject(dep, token, f.kind))
+            while actions and now >= actions[0].at_s:
+                act = actions.pop(0)
+                floors.append(floor_action(dep, token, act.kind, act.hall))
             try:
                 board = dep.get("/api/v1/halls", token)
+                note_floor_reach(floors, board["halls"], halls)
                 viewers = sum(h.get("viewers", 0) for h in board["halls"])
                 on = sum(1 for h in board["halls"] if h["id"] in halls and h["state"] == "on_air")
             except OSError:
@@ -125,6 +136,8 @@ def run_loadtest(args) -> int:
             w.wait(timeout=120)
             rows.extend(json.loads(out or b"[]"))
         report = build_report(sc, halls, rows, board, faults, cpu0, cpu1, t1 - t0)
+        if floors:
+            report.update(floor_report(floors, halls, board["halls"]))
         report["rss_mb"] = rss
         report["started_at"] = start_at
         report["duration_s"] = sc.duration_s
@@ -145,6 +158,57 @@ def run_loadtest(args) -> int:
         dep.stop()
         print(f"logs in {dep.log_dir}", flush=True)
     return code
+
+
+def floor_action(dep: Deployment, token: str, kind: str, hall: str) -> dict:
+    at = time.time()
+    try:
+        if kind == "floor":
+            dep.post("/api/v1/floor", token, {"hall": hall, "expect": "*"})
+        else:
+            dep.delete("/api/v1/floor", token)
+        ok = ""
+    except OSError as exc:
+        ok = str(exc)
+    print(f"\naction: {kind} {hall} {ok}", flush=True)
+    return {"kind": kind, "speaker": hall if kind == "floor" else "", "time": at, "error": ok, "reach_ms": {}}
+
+
+def note_floor_reach(floors: list[dict], rows: list[dict], halls: list[str]) -> None:
+    """Each hall measures its own reach (operator's call -> the speaker's first keyframe there):
+    keep it for the current handover while the board shows it."""
+    if not floors or floors[-1]["kind"] != "floor":
+        return
+    cur = floors[-1]
+    for h in rows:
+        if h["id"] in halls and h["id"] != cur["speaker"] and h.get("floor_speaker") == cur["speaker"] \
+                and h.get("floor_reach_ms", -1) > 0:
+            cur["reach_ms"].setdefault(h["id"], h["floor_reach_ms"])
+
+
+def floor_report(floors: list[dict], halls: list[str], rows: list[dict] | None = None) -> dict:
+    given = [f for f in floors if f["kind"] == "floor"]
+    # each hall keeps its recent floors (speaker, when given, reach): the last board has them all,
+    # even when the board could not be read during the run
+    for row in rows or []:
+        if row["id"] not in halls:
+            continue
+        for speaker, given_at, ms in row.get("floor_history", []):
+            f = next((f for f in given if f["speaker"] == speaker and abs(f["time"] - given_at) < 5), None)
+            if f is not None and row["id"] != speaker:
+                f["reach_ms"].setdefault(row["id"], ms)
+    reach = sorted(ms for f in given for ms in f["reach_ms"].values())
+    return {
+        "floor_handovers": len(given),
+        "floor_reach_ms_p50": pct(reach, 0.5),
+        "floor_reach_ms_p99": pct(reach, 0.99),
+        "floor_reach_ms_max": reach[-1] if reach else None,
+        # the other halls of the session (here: every other hall in the run) that saw each speaker
+        "floor_halls_reached_min": min((len(f["reach_ms"]) for f in given), default=0),
+        "floor_halls_expected": len(halls) - 1,
+        "floor": [{"speaker": f["speaker"], "time": f["time"], "halls_reached": len(f["reach_ms"]),
+                   "reach_ms_max": max(f["reach_ms"].values(), default=None), "error": f["error"]} for f in given],
+    }
 
 
 def inject(dep: Deployment, token: str, kind: str) -> dict:

@@ -9,6 +9,7 @@ import msgspec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source")
+ACTION_KINDS = ("floor", "floor-end")
 
 
 class ScenarioError(ValueError):
@@ -20,6 +21,12 @@ class Fault(msgspec.Struct, forbid_unknown_fields=True):
     kind: str
 
 
+class Action(msgspec.Struct, forbid_unknown_fields=True):
+    at_s: float
+    kind: str  # floor (give the floor to `hall`) | floor-end (take it back)
+    hall: str = ""
+
+
 class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     halls: int
@@ -27,7 +34,11 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     duration_s: float
     ramp_per_s: float = 10.0
     workers: int = 1
+    fps: int = 30  # the studio programme
+    width: int = 640
+    height: int = 360
     fault: list[Fault] = []
+    action: list[Action] = []
 
 
 def load_scenario(name_or_path: str) -> Scenario:
@@ -59,4 +70,13 @@ def load_scenario(name_or_path: str) -> Scenario:
             raise ScenarioError(f"{path}: fault kind must be one of {', '.join(FAULT_KINDS)}")
         if not 0 <= f.at_s < sc.duration_s:
             raise ScenarioError(f"{path}: a fault's at_s must fall inside the run")
+    if not (1 <= sc.fps <= 60 and 64 <= sc.width <= 1920 and 64 <= sc.height <= 1080):
+        raise ScenarioError(f"{path}: fps must be 1-60, width 64-1920, height 64-1080")
+    for a in sc.action:
+        if a.kind not in ACTION_KINDS:
+            raise ScenarioError(f"{path}: action kind must be one of {', '.join(ACTION_KINDS)}")
+        if not 0 <= a.at_s < sc.duration_s:
+            raise ScenarioError(f"{path}: an action's at_s must fall inside the run")
+        if a.kind == "floor" and not a.hall:
+            raise ScenarioError(f"{path}: a floor action names the hall given the floor")
     return sc

@@ -239,7 +239,12 @@ class ControlHub:
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:
                     try:
-                        await self.planner.on_media_lost(node, msg.upstream, msg.reason)
+                        if msg.stream and msg.stream != self.s.stream:
+                            # a session's or the floor's stream not there yet: its path retries by
+                            # itself; the node's assignment (all its streams' relays) stays
+                            log.info("%s: %s from %s: %s", node, msg.stream, msg.upstream, msg.reason)
+                        else:
+                            await self.planner.on_media_lost(node, msg.upstream, msg.reason)
                     except (redis_errors.RedisError, OSError) as exc:
                         # Redis away: the node has already switched by itself; the leader's sweep
                         # re-plans from the nodes' reports when Redis is back.

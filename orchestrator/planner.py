@@ -207,6 +207,34 @@ class Planner:
                      token=self.signer.mint(hall, stream, "sub", self.s.media_token_ttl_s, aud=relay.id),
                      given_at=at / 1000)
 
+    async def _hand_floor_over(self, old: tuple, want: tuple, by_id: dict, assign: dict) -> None:
+        """The floor passes within a session: the stream stays, every path that carries it stays up;
+        only the speaker (and, if it differs, the relay it publishes to) changes."""
+        (old_speaker, stream, old_relay, _), (speaker, _, relay_id, _) = old, want
+        ttl = self.s.media_token_ttl_s
+        self.floor_state = want
+        await self.deliver(old_speaker, FloorPublish(stream=""))
+        if relay_id != old_relay:
+            origins = [v for v in by_id.values() if v.role == "origin" and v.alive and v.id != relay_id]
+            await self.deliver(old_relay, Forward(stream=stream))
+            await self.deliver(relay_id, Unassign(stream=stream))  # it stops pulling: the speaker publishes there
+            await self.deliver(relay_id, Forward(
+                stream=stream, whip_urls=[f"{o.url.rstrip('/')}/whip/{stream}" for o in origins],
+                tokens=[self.signer.mint(relay_id, stream, "pub", ttl, aud=o.id) for o in origins]))
+            a = assign.get(old_relay)
+            if a is not None and a["upstream"] in by_id:  # a regional again: it pulls the floor like the rest
+                await self.deliver(old_relay, self._msg(old_relay, by_id[a["upstream"]], by_id.get(a.get("backup", "")),
+                                                        int(a.get("epoch", 0)), stream=stream))
+        relay = by_id[relay_id]
+        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
+                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
+        for node, a in sorted(assign.items()):
+            if node == speaker:
+                await self.deliver(node, Floor(stream=""))  # it speaks now; it stops watching
+            elif node in self.halls and self._hears_floor(node) and a["upstream"] in by_id:
+                await self.deliver(node, self._floor_msg(node, by_id[a["upstream"]]))
+        log.info("floor: passed from %s to %s on %s (through %s)", old_speaker, speaker, stream, relay_id)
+
     async def _follow_floor(self, views: list[RelayView], assign: dict) -> None:
         """The floor travels: speaker's hall -> its relay -> the origins -> every regional relay ->
         the other halls of the speaker's session."""
@@ -220,7 +248,11 @@ class Planner:
         if want == self.floor_state:
             return
         by_id = {v.id: v for v in views}
-        old, self.floor_state = self.floor_state, None
+        old = self.floor_state
+        if old is not None and want is not None and old[1] == want[1] and want[2] in by_id:
+            await self._hand_floor_over(old, want, by_id, assign)
+            return
+        self.floor_state = None
         if old is not None:
             speaker, stream, relay_id, _ = old
             await self.deliver(speaker, FloorPublish(stream=""))

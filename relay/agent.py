@@ -11,7 +11,9 @@ from diemcau.control_client import ControlClient
 
 from .forward import Forwarder
 from .paths import DualPath
-from .server import RelayCore
+from .server import FLOOR_PREFIX, RelayCore
+
+FLOOR_SWITCH_AFTER_S = 1.5
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,17 @@ class RelayAgent:
         )
 
     def start(self) -> None:
+        self.core.on_local_publish = self._stop_pulling
         self._tasks.append(asyncio.ensure_future(self.control.run()))
+
+    async def _stop_pulling(self, stream: str) -> None:
+        f = self.followers.pop(stream, None)
+        if f is not None:
+            log.info("%s: a local publisher takes over; no longer pulled from upstream", stream)
+            await f.stop()
+        src = self.core.sources.get(stream)
+        if src is not None and src.publisher == "upstream":
+            src.publisher = ""
 
     async def stop(self) -> None:
         self.control.stop()
@@ -95,9 +107,12 @@ class RelayAgent:
         """Primary and warm standby upstream for one stream; the active one feeds the Source."""
         src = self.core.source(stream, create=True)
         assert src is not None
+        floor = stream.startswith(FLOOR_PREFIX)
 
         def open_sink(kind, codec):
-            first = kind not in src.tracks
+            # the same stream by another path continues; a stream this relay had from a local
+            # publisher until now (a floor that passed to a hall elsewhere) is another source
+            first = kind not in src.tracks or src.publisher != "upstream" or floor
             up = src.track_for(kind, codec)
             up.set_keyframe_requester(None)  # until the new path is up (on_active)
             if first:
@@ -115,7 +130,12 @@ class RelayAgent:
             src.publisher = "upstream"
 
         async def on_lost(upstream: str, reason: str) -> None:
-            await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
+            await self.control.send(m.MediaLost(upstream=upstream, reason=reason, stream=stream))
 
-        return DualPath(open_sink, on_lost, self.s.ice_servers, self.s.switch_after_ms / 1000,
-                        self.s.upstream_stall_s, self.s.connect_timeout_s, on_active=on_active)
+        # A floor pauses at every handover (one speaker leaves, the next starts): not a reason to
+        # switch paths; and after any change its source may be another hall, so subscribers here
+        # wait for (and ask for) a keyframe rather than continue the stream.
+        switch_after_s = max(self.s.switch_after_ms / 1000, FLOOR_SWITCH_AFTER_S) if floor else self.s.switch_after_ms / 1000
+        return DualPath(open_sink, on_lost, self.s.ice_servers, switch_after_s,
+                        max(self.s.upstream_stall_s, 2 * switch_after_s) if floor else self.s.upstream_stall_s,
+                        self.s.connect_timeout_s, on_active=on_active)

@@ -39,8 +39,10 @@ class Forwarder:
         self._tasks = [asyncio.ensure_future(self._keep(url, token)) for url, token in self.targets]
 
     async def stop(self) -> None:
+        """End every publication with its DELETE (the next speaker's relay may publish at once)."""
         self._stop.set()
-        for t in self._tasks:
+        _, pending = await asyncio.wait(self._tasks, timeout=3.0) if self._tasks else (None, [])
+        for t in pending:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -55,8 +57,10 @@ class Forwarder:
         async with http_session() as http:
             while not self._stop.is_set():
                 src = self.core.sources.get(self.stream)
-                if src is None or "video" not in src.tracks:
-                    await self._sleep(SOURCE_WAIT_S)  # the speaker's hall has not reached us yet
+                if src is None or "video" not in src.tracks or src.publisher in ("", "upstream"):
+                    # the speaker's hall has not published here yet (what this relay may still pull
+                    # from upstream is the last speaker's: never send that back up)
+                    await self._sleep(SOURCE_WAIT_S)
                     continue
                 kinds = tuple(k for k in ("audio", "video") if k in src.tracks)
                 pub = WhipPublisher(url, token, self.ice_servers, kinds=kinds)
@@ -80,8 +84,8 @@ class Forwarder:
                 try:
                     while not self._stop.is_set() and pub.pc.connectionState == "connected":
                         await self._sleep(0.1)
-                        if self.core.sources.get(self.stream) is not src:
-                            break  # the speaker published again: a new source to forward
+                        if self.core.sources.get(self.stream) is not src or src.publisher in ("", "upstream"):
+                            break  # the speaker left, or published again: wait for what comes next
                         if time.monotonic() - max(o.last_rtcp_at for o in pub.outputs.values()) > PEER_SILENT_S:
                             log.warning("forwarding %s: %s went silent; publishing again", self.stream, url)
                             break

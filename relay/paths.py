@@ -159,6 +159,7 @@ class DualPath:
         self.active.stop()
         self.backup.stop()
         if self._tasks:
+            self._tasks[-1].cancel()  # the stall watch loops for ever: it has nothing to finish
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
             for t in pending:
                 t.cancel()

@@ -31,6 +31,7 @@ class RelayCore:
         self.verifier = verifier
         self.sources: dict[str, Source] = {}
         self.info: dict[str, str] = {}  # what a hall's player page shows (hall, session, title)
+        self.on_local_publish = None  # async (stream): a stream pulled here gets a local publisher (the agent stops pulling)
         self.expected: set[str] = set()  # streams we are told to carry (upstream pending)
         self.publishers: dict[str, PublishSession] = {}
         self.subscribers: dict[str, SubscribeSession] = {}
@@ -131,10 +132,18 @@ class RelayCore:
         src = self.source(stream, create=True)
         assert src is not None
         if src.publisher == "upstream":
-            raise _Rejected(409, f"stream {stream} is pulled from upstream here; publish to an origin")
+            if not stream.startswith(FLOOR_PREFIX):
+                raise _Rejected(409, f"stream {stream} is pulled from upstream here; publish to an origin")
+            if self.on_local_publish is not None:
+                await self.on_local_publish(stream)  # the floor came to a hall behind this relay: stop pulling it
         held = src.feeds.get(role)
         if held is not None and held.session_id in self.publishers:
-            raise _Rejected(409, f"stream {stream} already has a {role} publisher; DELETE it first")
+            if not stream.startswith(FLOOR_PREFIX):
+                raise _Rejected(409, f"stream {stream} already has a {role} publisher; DELETE it first")
+            # the floor passes: the new speaker (its token is the orchestrator's word) replaces the last
+            old = self.publishers.pop(held.session_id)
+            log.info("%s: a new speaker replaces %s", stream, old.subject)
+            await old.close()
         session = PublishSession(src, claims.sub, self.settings.ice_servers, role)
         session.token_id, session.remote = claims.jti, request.remote or ""
         try:
@@ -161,7 +170,8 @@ class RelayCore:
         except SdpError as exc:
             raise _Rejected(400, str(exc)) from None
         src = self.sources.get(stream)
-        if (src is None or not src.tracks) and stream in self.expected:
+        expected = stream in self.expected or stream.startswith(FLOOR_PREFIX)  # a floor may be on its way up
+        if (src is None or not src.tracks) and expected:
             # a stream this relay was told to carry (a session just started, a floor just given):
             # hold the request a moment rather than make the subscriber come back later
             deadline = asyncio.get_running_loop().time() + EXPECTED_WAIT_S
@@ -169,7 +179,7 @@ class RelayCore:
                 await asyncio.sleep(0.02)
                 src = self.sources.get(stream)
         if src is None or not src.tracks:
-            if stream in self.expected:
+            if expected:
                 raise _Rejected(503, f"stream {stream} is not yet arriving here", retry_after="1")
             raise _Rejected(404, f"unknown stream {stream}")
         if len(self.subscribers) >= self.settings.capacity:
@@ -323,6 +333,7 @@ ROUTES = [
 
 
 PLAYER_DIR = Path(__file__).parent / "player"
+FLOOR_PREFIX = "floor-"  # a floor stream: a new publisher replaces the previous speaker
 EXPECTED_WAIT_S = 3.0  # a WHEP request for an expected stream waits this long for it to arrive
 PLAYER_FILES = ("index.html", "player.js")
 

@@ -56,6 +56,11 @@ class Source:
     def remove_feed(self, feed: Feed) -> None:
         if self.feeds.get(feed.role) is feed:
             del self.feeds[feed.role]
+            if self.publisher == "upstream":
+                # the stream is pulled from upstream now (a floor that passed to a hall behind
+                # another relay): the publisher that just left feeds nothing here any more
+                self.active_role = ""
+                return
             if self.active_role == feed.role:
                 other = next(iter(self.feeds), "")
                 if other:

@@ -212,7 +212,9 @@ class Studio:
             try:
                 await self._stream()
             finally:
-                for k in keepers:
+                # let each publication end with its DELETE (the relay frees the stream at once)
+                _, pending = await asyncio.wait(keepers, timeout=3.0) if keepers else (None, [])
+                for k in pending:
                     k.cancel()
                 await asyncio.gather(*keepers, return_exceptions=True)
 

@@ -56,6 +56,15 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                                            for x in others), 15, what=f"{speaker}'s floor at every other hall")
                 assert halls[speaker].stats().floor.startswith("floor-") and halls[speaker].floor.speaking
                 reach[speaker] = max(x.stats().floor_reach_ms for x in others)
+
+                # the board carries each hall's own measurement (the load harness reads it there)
+                async def on_board():
+                    async with http.get(orch.url + "/api/v1/halls", headers=h) as r:
+                        rows = (await r.json())["halls"]
+                    return all(row.get("floor_speaker") == speaker and row.get("floor_reach_ms", -1) > 0
+                               for row in rows if row["id"] in HALLS and row["id"] != speaker)
+
+                await wait_for(on_board, 5, what="the floor's reach on the board")
                 # the programme goes on at every hall meanwhile
                 assert all(x.stats().frames_received > programme[hid] for hid, x in halls.items())
             print("floor reach (API call -> first keyframe at the slowest other hall), ms:", reach)
