@@ -83,6 +83,7 @@ class FloorRole:
                 if self._frames is not None:
                     self._frames.new_source()
                 log.info("%s: the floor passed to %s", self.hall.s.hall, msg.speaker)
+                self._show()
             self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url,
                                            token=msg.token))
             return
@@ -90,6 +91,7 @@ class FloorRole:
         if not msg.stream:
             return
         self.stream, self.speaker, self.given_at = msg.stream, msg.speaker, msg.given_at
+        self._show()
         self.first_keyframe_at = 0.0
         self.verifier = None
         self._follower = Follower(self._sinks, self._lost, self.hall.s.ice_servers, stall_s=2.0,
@@ -154,6 +156,12 @@ class FloorRole:
         local = self.hall.local
         if local is not None:
             local.core.expected.discard(LOCAL_FLOOR)
+        self._show()
+
+    def _show(self) -> None:
+        """What the hall's player page puts in its corner: the speaker, while another hall speaks."""
+        if self.hall.local is not None:
+            self.hall.local.core.info["floor"] = self.speaker if self.stream else ""
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -533,8 +533,9 @@ class Api:
             raise Problem(409, f"hall {hall} has not registered its viewer server yet")
         stream = self.st.settings.stream
         token = self.st.signer.mint(f"player:{hall}", stream, "sub", body.ttl_s, aud=hall)
+        floor = self.st.signer.mint(f"player:{hall}", "floor", "sub", body.ttl_s, aud=hall)  # the speaker, in a corner
         await self.st.store.event("player_url", hall, f"projector page issued for {body.ttl_s} s", actor=p.user)
-        return web.json_response({"hall": hall, "url": f"{url}/player/#stream={stream}&token={token}",
+        return web.json_response({"hall": hall, "url": f"{url}/player/#stream={stream}&token={token}&floor={floor}",
                                   "expires_in": body.ttl_s})
 
     async def hall_hitless(self, request: web.Request) -> web.Response:

@@ -86,3 +86,23 @@ async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchest
     await page.click("#lang")
     await page.wait_for_selector("div.region h2:has-text('North')", timeout=2000)
     await page.click("#lang")  # back to Vietnamese for the next test
+
+    # the schedule: the summit's 14 sessions; an operator starts one and ends it from the page
+    await page.wait_for_function("document.querySelectorAll('#sessions tr[data-session]').length === 14", timeout=5000)
+    assert "Khai mạc" in await page.inner_text("#sessions tr[data-session='S01']")
+    await page.click("#sessions tr[data-session='S01'] button[data-session-act=start]")
+    await page.click("#confirm-ok")
+    await page.wait_for_selector("#sessions tr[data-session='S01'][data-state=live]", timeout=5000)
+    await page.click("#sessions tr[data-session='S01'] button[data-session-act=end]")
+    await page.click("#confirm-ok")
+    await page.wait_for_selector("#sessions tr[data-session='S01'][data-state=ended]", timeout=5000)
+    assert (await orch.state.store.sessions())["S01"].state == "ended"
+
+    # the floor: a hall asks to speak and waits in the queue (giving it needs the hall on line)
+    await page.select_option("#floor-hall", "HP-01")
+    await page.click("#floor-raise")
+    await page.wait_for_selector("#floor-queue li[data-queued='HP-01']", timeout=5000)
+    assert await page.get_attribute("#floor-holder", "data-hall") == ""
+    await page.click("#floor-queue button[data-floor-to='HP-01']")
+    await page.click("#confirm-ok")
+    await page.wait_for_selector("#toast.bad:has-text('409')", timeout=5000)  # HP-01 is not on line here

@@ -1,5 +1,7 @@
 """The floor: a hall speaks back; its camera travels up the tree and down to every other hall of its session."""
 
+import time
+
 import aiohttp
 
 from edge_node.daemon import HallDaemon
@@ -7,12 +9,19 @@ from edge_node.settings import EdgeSettings
 from relay.agent import RelayAgent
 from tests.conftest import free_port, wait_for
 from tests.media import start_studio
+from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
 from tests.test_failover import _spawn_relay
 
 HALLS = ("HN-01", "HN-02", "HP-01")
 
 
-async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrator, start_relay, signer, secrets_dir):
+FLOOR_DECODED = """async () => { const pc = window.dcFloor; if (!pc) return 0; let n = 0;
+    (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; });
+    return n; }"""
+
+
+async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrator, start_relay, signer, secrets_dir,
+                                                                browser):  # noqa: F811
     orch = await start_orchestrator()
     origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
                                credential=orch.credential("origin-1"), heartbeat_ms=300)
@@ -25,11 +34,14 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
         return "north-1" in await orch.state.store.connected()
 
     await wait_for(regional_up, 20, what="the regional relay registered")
+    # HP-01 has its projector page open: the speaker shows in its corner
     halls = {hid: HallDaemon(EdgeSettings(hall=hid, orchestrator_url=orch.control_url, qoe=False,
-                                          credential=orch.credential(hid), ice_addresses=["127.0.0.1"]))
+                                          credential=orch.credential(hid), ice_addresses=["127.0.0.1"],
+                                          viewers_port=0 if hid == "HP-01" else -1,
+                                          media_public_key=str(secrets_dir[0] / "media.pub")))
              for hid in HALLS}
     for hall in halls.values():
-        hall.start()
+        await hall.start_async()
     try:
         await wait_for(lambda: all(x.stats().frames_received > 30 and x.stats().relay == "north-1"
                                    for x in halls.values()), 30, what="every hall on the regional relay")
@@ -45,9 +57,16 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             async with http.post(url, json={"hall": "XX-01"}, headers=h) as r:
                 assert r.status == 404
 
+            async with http.post(orch.url + "/api/v1/halls/HP-01/player", headers=h) as r:
+                player_url = (await r.json())["url"]
+            page = await browser.new_page(viewport={"width": 1280, "height": 720})
+            await page.goto(player_url)
+            await page.wait_for_function("document.querySelector('#status').dataset.state === 'playing'", timeout=15000)
+            assert await page.is_hidden("#floor")
             reach = {}
             programme = {hid: x.stats().frames_received for hid, x in halls.items()}
             for speaker, expect in (("HN-01", ""), ("HN-02", "HN-01")):
+                given = time.time()
                 async with http.post(url, json={"hall": speaker, "expect": expect}, headers=h) as r:
                     assert r.status == 202, await r.text()
                     assert (await r.json())["holder"]["hall"] == speaker
@@ -67,7 +86,12 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                 await wait_for(on_board, 5, what="the floor's reach on the board")
                 # the programme goes on at every hall meanwhile
                 assert all(x.stats().frames_received > programme[hid] for hid, x in halls.items())
-            print("floor reach (API call -> first keyframe at the slowest other hall), ms:", reach)
+                if speaker == "HN-01":  # on HP-01's screen, in the corner, decoded by Chromium
+                    await page.wait_for_function(f"async () => ({FLOOR_DECODED})() > 0", timeout=5000)
+                    assert "HN-01" in await page.inner_text("#floor-name")
+                    on_screen_ms = (time.time() - given) * 1000
+            print("floor reach (API call -> first keyframe at the slowest other hall), ms:", reach,
+                  f"; HN-01 decoded on HP-01's screen {on_screen_ms:.0f} ms after the call")
             assert all(0 < ms <= 3000 for ms in reach.values()), reach
             # the queue: HN-02 asked to speak and was given the floor, so it left the queue
             async with http.get(url, headers=h) as r:
@@ -78,6 +102,7 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             async with http.delete(url, headers=h) as r:
                 assert r.status == 200
             await wait_for(lambda: all(not x.stats().floor for x in halls.values()), 10, what="the floor ended everywhere")
+            await page.wait_for_selector("#floor", state="hidden", timeout=3000)
             async with http.get(orch.url + "/api/v1/events?kind=floor_given,floor_taken,floor_requested", headers=h) as r:
                 kinds = [(e["kind"], e["subject"]) for e in (await r.json())["events"]][::-1]
             assert kinds == [("floor_requested", "HN-02"), ("floor_given", "HN-01"), ("floor_given", "HN-02"),

@@ -23,6 +23,13 @@ const I18N = {
         confirm_undrain: (r) => `Đưa relay ${r} trở lại phục vụ?`,
         confirm_source: (f) => `Phát nguồn ${f} tới tất cả điểm cầu?`,
         done: "Đã thực hiện", refused: "Bị từ chối",
+        floor: "Quyền phát biểu", floor_holder: "Đang phát biểu", floor_give: "Trao quyền", floor_raise: "Xin phát biểu",
+        floor_take: "Thu hồi", floor_queue: "Đang chờ phát biểu", sessions: "Các phiên", title: "Tên phiên", theme: "Chủ đề",
+        when: "Thời gian", session_state: "Trạng thái", scheduled: "chưa diễn ra", live: "đang diễn ra", ended: "đã kết thúc",
+        start: "Bắt đầu", end: "Kết thúc", confirm_floor: (h) => `Trao quyền phát biểu cho ${h}?`,
+        confirm_take: (h) => `Thu hồi quyền phát biểu của ${h}?`,
+        confirm_start: (s) => `Bắt đầu phiên ${s}? Các điểm cầu của phiên chuyển sang chương trình của phiên.`,
+        confirm_end: (s) => `Kết thúc phiên ${s}? Các điểm cầu trở về chương trình chính.`,
         qoe_frozen: "hình đứng", qoe_black: "hình đen", qoe_silent: "mất tiếng", av_drift: "Lệch tiếng/hình (ms)",
         hitless: "không gián đoạn: cả hai đường cùng mang chương trình", hitless_on: "Bật không gián đoạn (2× băng thông)",
         hitless_off: "Tắt không gián đoạn",
@@ -48,6 +55,12 @@ const I18N = {
         confirm_undrain: (r) => `Put relay ${r} back in service?`,
         confirm_source: (f) => `Put the ${f} feed on air for every hall?`,
         done: "Done", refused: "Refused",
+        floor: "The floor", floor_holder: "Speaking", floor_give: "Give the floor", floor_raise: "Asks to speak",
+        floor_take: "Take it back", floor_queue: "Waiting to speak", sessions: "Sessions", title: "Title", theme: "Theme",
+        when: "When", session_state: "State", scheduled: "scheduled", live: "live", ended: "ended", start: "Start",
+        end: "End", confirm_floor: (h) => `Give the floor to ${h}?`, confirm_take: (h) => `Take the floor back from ${h}?`,
+        confirm_start: (s) => `Start session ${s}? Its halls switch to its programme.`,
+        confirm_end: (s) => `End session ${s}? Its halls return to the main programme.`,
         qoe_frozen: "frozen picture", qoe_black: "black picture", qoe_silent: "no sound", av_drift: "A/V drift (ms)",
         hitless: "hitless: both paths carry the programme", hitless_on: "Hitless on (2× bandwidth)",
         hitless_off: "Hitless off",
@@ -131,7 +144,9 @@ function render(b) {
     (c.dark ? ` · ${c.dark} ${t("dark")}` : "");
   if (openHall) fillHall(openHall);
   if (b.events_head && b.events_head !== eventsHead && !$("#log").hidden) loadEvents(true);
+  if (b.events_head !== eventsHead || !sessionsLoaded) loadSessionsAndFloor();  // only when something happened
   eventsHead = b.events_head || eventsHead;
+  fillFloorHalls(b);
 }
 
 function renderSource(src) {
@@ -165,6 +180,82 @@ function renderMap(b) {
       <title>${esc(h.id)} ${esc(h.name)} — ${esc(t(h.state))}</title></circle>`;
   }).join("");
 }
+
+// -- sessions and the floor ------------------------------------------------------------------
+
+let sessionsLoaded = false;
+let floorHolder = "";
+
+async function loadSessionsAndFloor() {
+  sessionsLoaded = true;
+  const [rs, rf] = await Promise.all([fetch("/api/v1/sessions"), fetch("/api/v1/floor")]);
+  if (rs.ok) renderSessions(await rs.json());
+  if (rf.ok) renderFloor(await rf.json());
+}
+
+function localTime(iso) {
+  const d = new Date(iso);
+  return d.toLocaleString(lang === "vi" ? "vi-VN" : "en-GB", { dateStyle: "short", timeStyle: "short" });
+}
+
+function renderSessions(data) {
+  const op = canOperate();
+  $("#sessions tbody").innerHTML = data.sessions.map((x) => `
+    <tr data-session="${esc(x.id)}" data-state="${esc(x.state)}"><td>${esc(x.id)}</td>
+    <td>${esc(lang === "en" && x.title_en ? x.title_en : x.title)}</td><td>${esc(x.theme_name)}</td>
+    <td>${esc(localTime(x.start))}–${esc(new Date(x.end).toLocaleTimeString(lang === "vi" ? "vi-VN" : "en-GB", { timeStyle: "short" }))}</td>
+    <td>${num(x.hall_count)}</td><td><span class="state s-${x.state === "live" ? "on_air" : "connecting"}">${esc(t(x.state))}</span></td>
+    <td><button type="button" class="op" data-session-act="${x.state === "live" ? "end" : "start"}" data-id="${esc(x.id)}"
+      ${op ? "" : "disabled"}>${t(x.state === "live" ? "end" : "start")}</button></td></tr>`).join("");
+}
+
+function renderFloor(data) {
+  floorHolder = data.holder ? data.holder.hall : "";
+  const el = $("#floor-holder");
+  el.textContent = floorHolder || "–";
+  el.dataset.hall = floorHolder;
+  $("#floor-take").disabled = !canOperate() || !floorHolder;
+  $("#floor-queue").innerHTML = data.queue.map((q) => `<li data-queued="${esc(q.hall)}">${esc(q.hall)}
+    <button type="button" class="op" data-floor-to="${esc(q.hall)}" ${canOperate() ? "" : "disabled"}>${t("floor_give")}</button></li>`).join("");
+}
+
+function fillFloorHalls(b) {
+  const sel = $("#floor-hall");
+  if (sel.options.length === b.halls.length) return;
+  sel.innerHTML = b.halls.map((h) => `<option value="${esc(h.id)}">${esc(h.id)} — ${esc(h.name)}</option>`).join("");
+}
+
+async function giveFloor(hall) {
+  if (await confirmDialog(t("confirm_floor", hall))) {
+    await act("/api/v1/floor", { hall, expect: floorHolder });
+    loadSessionsAndFloor();
+  }
+}
+
+$("#floor-give").addEventListener("click", () => giveFloor($("#floor-hall").value));
+$("#floor-queue").addEventListener("click", (ev) => {
+  const btn = ev.target.closest("[data-floor-to]");
+  if (btn) giveFloor(btn.dataset.floorTo);
+});
+$("#floor-raise").addEventListener("click", async () => {
+  await act("/api/v1/floor/queue", { hall: $("#floor-hall").value });
+  loadSessionsAndFloor();
+});
+$("#floor-take").addEventListener("click", async () => {
+  if (!floorHolder || !(await confirmDialog(t("confirm_take", floorHolder)))) return;
+  const resp = await fetch("/api/v1/floor", { method: "DELETE", headers: CSRF });
+  if (resp.ok) toast(t("done"), true); else toast(`${t("refused")} (${resp.status})`, false);
+  loadSessionsAndFloor();
+});
+$("#sessions").addEventListener("click", async (ev) => {
+  const btn = ev.target.closest("[data-session-act]");
+  if (!btn) return;
+  const what = btn.dataset.sessionAct;
+  if (await confirmDialog(t(what === "start" ? "confirm_start" : "confirm_end", btn.dataset.id))) {
+    await act(`/api/v1/sessions/${encodeURIComponent(btn.dataset.id)}/${what}`, {});
+    loadSessionsAndFloor();
+  }
+});
 
 // -- actions --------------------------------------------------------------------------------
 

@@ -104,6 +104,36 @@ $("#sound").addEventListener("click", () => { const v = $("#programme"); v.muted
 const c = claims();
 $("#title").textContent = [c.aud && c.aud !== "*" ? c.aud : "", stream].filter(Boolean).join(" · ");
 
+// the floor: another hall speaking, in a corner of the screen, while it holds the floor
+const floorToken = params.get("floor") || "";
+let floorPc = null;
+let floorSpeaker = "";
+
+async function showFloor(speaker) {
+  if (speaker === floorSpeaker || !floorToken) return;
+  floorSpeaker = speaker;
+  if (floorPc) { floorPc.close(); floorPc = null; window.dcFloor = null; }
+  $("#floor").hidden = !speaker;
+  $("#floor-name").textContent = speaker ? `🎤 ${speaker}` : "";
+  if (!speaker) return;
+  const pc = floorPc = window.dcFloor = new RTCPeerConnection({ iceServers: [] });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const media = new MediaStream();
+  $("#floor").srcObject = media;
+  pc.ontrack = (ev) => media.addTrack(ev.track);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  const resp = await fetch("/whep/floor", { method: "POST", body: pc.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${floorToken}` } });
+  if (resp.status !== 201 || pc !== floorPc) { if (pc === floorPc) floorSpeaker = ""; return; }  // retried on the next poll
+  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+}
+
 async function info() {  // the hall and the session it follows now (sessions change without a reload)
   try {
     const r = await fetch(`/player-info?stream=${encodeURIComponent(stream)}`, { headers: { Authorization: `Bearer ${token}` } });
@@ -112,6 +142,7 @@ async function info() {  // the hall and the session it follows now (sessions ch
     const text = [i.hall, i.session && i.title ? `${i.session} — ${i.title}` : ""].filter(Boolean).join(" · ");
     if (text) $("#title").textContent = text;
     $("#title").dataset.session = i.session || "";
+    showFloor(i.floor || "");
   } catch { /* the hall daemon is restarting: keep the last title */ }
 }
 if (!token) show("no_token");
@@ -120,6 +151,6 @@ else {
   connect().catch((e) => retry(String(e.message || e)));
   setInterval(watch, 250);
   info();
-  setInterval(info, 3000);
+  setInterval(info, 500);  // the hall daemon next door: the floor shows within half a second
 }
 window.addEventListener("hashchange", () => location.reload());  // a new token or stream: start again
