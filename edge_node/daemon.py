@@ -259,7 +259,8 @@ class LocalViewers:
         self.rs = RelaySettings(id=settings.hall, role="edge", host=settings.viewers_host,
                                 port=settings.viewers_port, ice_addresses=settings.ice_addresses,
                                 ice_servers=settings.ice_servers, capacity=settings.viewer_capacity,
-                                max_publishers=0)
+                                # the projector PC's browser publishes the hall's camera here for the floor
+                                max_publishers=1 if settings.camera == "browser" else 0)
         verifier = MediaTokenVerifier.from_pem(Path(settings.media_public_key).read_bytes())
         self.app = make_app(self.rs, verifier)
         self.core = self.app[CORE_KEY]

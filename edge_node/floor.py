@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from diemcau import messages as m
 from relay.follow import Follower
+from relay.forward import Forwarder
 from relay.studio import Studio
 
 from .frames import Vp8Frames
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 HISTORY = 20  # floors remembered for the stats
 LOCAL_FLOOR = "floor"  # the stream name the hall's own viewers subscribe to
+LOCAL_CAMERA = "camera"  # what the projector page publishes when the hall speaks (camera "browser")
 
 
 class FloorRole:
@@ -35,6 +37,7 @@ class FloorRole:
         self.speaking = ""  # the floor stream this hall publishes, when it holds the floor
         self._camera: Studio | None = None
         self._camera_task: asyncio.Task | None = None
+        self._forwarder: Forwarder | None = None  # camera "browser": the page's capture, sent up
         self.stream = ""  # the floor stream this hall watches
         self.speaker = ""
         self.given_at = 0.0
@@ -53,16 +56,31 @@ class FloorRole:
             log.info("%s: floor taken back", self.hall.s.hall)
             return
         s = self.hall.s
+        self.speaking = msg.stream
+        if s.camera == "browser" and self.hall.local is not None:
+            # the projector page captures the camera (getUserMedia) and publishes it here as
+            # "camera"; the daemon sends those packets on to its relay, untouched
+            core = self.hall.local.core
+            core.expected.add(LOCAL_CAMERA)
+            core.info["speaking"] = msg.stream
+            self._forwarder = Forwarder(core, LOCAL_CAMERA, [(msg.whip_url, msg.token)], s.ice_servers)
+            self._forwarder.start()
+            log.info("%s has the floor: its projector page's camera goes to %s", s.hall, msg.whip_url)
+            return
         self._camera = Studio(msg.whip_url, msg.token, width=320, height=180, fps=15,
                               ice_servers=s.ice_servers, source=s.camera)
         self._camera_task = asyncio.ensure_future(self._camera.run())
-        self.speaking = msg.stream
         log.info("%s has the floor: publishing its camera to %s", s.hall, msg.whip_url)
 
     async def _stop_camera(self) -> None:
         cam, task = self._camera, self._camera_task
         self._camera = self._camera_task = None
         self.speaking = ""
+        fw, self._forwarder = self._forwarder, None
+        if fw is not None:
+            await fw.stop()
+        if self.hall.local is not None:
+            self.hall.local.core.info["speaking"] = ""
         if cam is not None and task is not None:
             cam.stop()
             try:

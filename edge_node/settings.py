@@ -27,6 +27,8 @@ class EdgeSettings(msgspec.Struct, kw_only=True):
     qoe_frozen_after_s: float = 1.5
     qoe_black_after_s: float = 1.0
     qoe_silent_after_s: float = 1.5
-    camera: str = "test"  # the hall's camera and microphone for the floor: "test" (a pattern and tone) or a media file
+    # the hall's camera and microphone for the floor: "test" (a pattern and tone), a media file, or
+    # "browser" (the projector page captures them with getUserMedia and publishes them to the daemon)
+    camera: str = "test"
     record_dir: str = ""  # record the programme as received (WebM, one file per stream/session); empty: off
     freeze_ms: float = 200.0  # a gap between complete frames above this counts as a freeze

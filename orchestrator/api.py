@@ -535,7 +535,9 @@ class Api:
         token = self.st.signer.mint(f"player:{hall}", stream, "sub", body.ttl_s, aud=hall)
         floor = self.st.signer.mint(f"player:{hall}", "floor", "sub", body.ttl_s, aud=hall)  # the speaker, in a corner
         await self.st.store.event("player_url", hall, f"projector page issued for {body.ttl_s} s", actor=p.user)
-        return web.json_response({"hall": hall, "url": f"{url}/player/#stream={stream}&token={token}&floor={floor}",
+        camera = self.st.signer.mint(f"player:{hall}", "camera", "pub", body.ttl_s, aud=hall)  # its camera, when it speaks
+        return web.json_response({"hall": hall, "url": f"{url}/player/#stream={stream}&token={token}&floor={floor}"
+                                                      f"&camera={camera}",
                                   "expires_in": body.ttl_s})
 
     async def hall_hitless(self, request: web.Request) -> web.Response:

@@ -38,6 +38,7 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
     halls = {hid: HallDaemon(EdgeSettings(hall=hid, orchestrator_url=orch.control_url, qoe=False,
                                           credential=orch.credential(hid), ice_addresses=["127.0.0.1"],
                                           viewers_port=0 if hid == "HP-01" else -1,
+                                          camera="browser" if hid == "HP-01" else "test",
                                           media_public_key=str(secrets_dir[0] / "media.pub")))
              for hid in HALLS}
     for hall in halls.values():
@@ -65,7 +66,8 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             assert await page.is_hidden("#floor")
             reach = {}
             programme = {hid: x.stats().frames_received for hid, x in halls.items()}
-            for speaker, expect in (("HN-01", ""), ("HN-02", "HN-01")):
+            # HP-01's camera is its projector PC's (Chromium's fake camera, by getUserMedia)
+            for speaker, expect in (("HN-01", ""), ("HN-02", "HN-01"), ("HP-01", "HN-02")):
                 given = time.time()
                 async with http.post(url, json={"hall": speaker, "expect": expect}, headers=h) as r:
                     assert r.status == 202, await r.text()
@@ -74,6 +76,8 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                 await wait_for(lambda: all(x.stats().floor_speaker == speaker and x.stats().floor_frames > 15
                                            for x in others), 15, what=f"{speaker}'s floor at every other hall")
                 assert halls[speaker].stats().floor.startswith("floor-") and halls[speaker].floor.speaking
+                if speaker == "HP-01":
+                    assert await page.evaluate("window.dcCamera && window.dcCamera.connectionState") == "connected"
                 reach[speaker] = max(x.stats().floor_reach_ms for x in others)
 
                 # the board carries each hall's own measurement (the load harness reads it there)
@@ -97,8 +101,8 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             async with http.get(url, headers=h) as r:
                 assert (await r.json())["queue"] == []
             # a stale handover (the operator saw HN-01 holding it) is refused
-            async with http.post(url, json={"hall": "HP-01", "expect": "HN-01"}, headers=h) as r:
-                assert r.status == 409 and "HN-02" in (await r.json())["error"]
+            async with http.post(url, json={"hall": "HN-01", "expect": "HN-01"}, headers=h) as r:
+                assert r.status == 409 and "HP-01" in (await r.json())["error"]
             async with http.delete(url, headers=h) as r:
                 assert r.status == 200
             await wait_for(lambda: all(not x.stats().floor for x in halls.values()), 10, what="the floor ended everywhere")
@@ -106,7 +110,8 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             async with http.get(orch.url + "/api/v1/events?kind=floor_given,floor_taken,floor_requested", headers=h) as r:
                 kinds = [(e["kind"], e["subject"]) for e in (await r.json())["events"]][::-1]
             assert kinds == [("floor_requested", "HN-02"), ("floor_given", "HN-01"), ("floor_given", "HN-02"),
-                             ("floor_taken", "HN-02")]
+                             ("floor_given", "HP-01"), ("floor_taken", "HP-01")]
+            await page.wait_for_function("!window.dcCamera", timeout=3000)  # the page stopped capturing
     finally:
         for hall in halls.values():
             await hall.stop()

@@ -134,6 +134,45 @@ async function showFloor(speaker) {
   await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
 }
 
+// the hall holds the floor and its camera is this PC's (the daemon's camera "browser"): capture it
+// and publish it to the daemon, which sends it up to its relay
+const cameraToken = params.get("camera") || "";
+let camPc = null;
+let camResource = null;
+let speakingOn = "";
+
+async function speak(stream) {
+  if (stream === speakingOn || !cameraToken) return;
+  speakingOn = stream;
+  if (camPc) {
+    camPc.getSenders().forEach((s) => s.track && s.track.stop());
+    camPc.close(); camPc = null; window.dcCamera = null;
+    if (camResource) fetch(camResource, { method: "DELETE", headers: { Authorization: `Bearer ${cameraToken}` } }).catch(() => {});
+    camResource = null;
+  }
+  $("#title").classList.toggle("speaking", !!stream);
+  if (!stream) return;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    const pc = camPc = window.dcCamera = new RTCPeerConnection({ iceServers: [] });
+    media.getTracks().forEach((tr) => pc.addTransceiver(tr, { direction: "sendonly" }));
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+      setTimeout(resolve, 2000);
+    });
+    const resp = await fetch("/whip/camera", { method: "POST", body: pc.localDescription.sdp,
+      headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${cameraToken}` } });
+    if (resp.status !== 201) throw new Error(`WHIP ${resp.status}`);
+    camResource = new URL(resp.headers.get("Location"), location.href).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  } catch (e) {
+    speakingOn = "";  // tried again on the next poll
+    $("#status-detail").textContent = `camera: ${e.message || e}`;
+  }
+}
+
 async function info() {  // the hall and the session it follows now (sessions change without a reload)
   try {
     const r = await fetch(`/player-info?stream=${encodeURIComponent(stream)}`, { headers: { Authorization: `Bearer ${token}` } });
@@ -143,6 +182,7 @@ async function info() {  // the hall and the session it follows now (sessions ch
     if (text) $("#title").textContent = text;
     $("#title").dataset.session = i.session || "";
     showFloor(i.floor || "");
+    speak(i.speaking || "");
   } catch { /* the hall daemon is restarting: keep the last title */ }
 }
 if (!token) show("no_token");
