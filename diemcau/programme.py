@@ -24,7 +24,9 @@ REGIONS = ("north", "central", "south")
 STATES = ("scheduled", "live", "ended")
 
 
-class Session(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class SessionSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What the config or an operator says about a session."""
+
     id: str
     title: str
     theme: str
@@ -33,6 +35,9 @@ class Session(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     title_en: str = ""
     stream: str = "programme"
     halls: list[str] = msgspec.field(default_factory=lambda: ["all"])  # "all", region names and/or hall ids
+
+
+class Session(SessionSpec, kw_only=True, forbid_unknown_fields=True):
     # what happened to it (kept in Redis, never in the config)
     state: str = "scheduled"
     started_at: float = 0.0

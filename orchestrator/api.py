@@ -19,7 +19,7 @@ from aiohttp import web
 
 from diemcau.http import Problem
 from diemcau.messages import SwitchSource
-from diemcau.programme import Session, check_session, resolve_halls
+from diemcau.programme import Session, SessionSpec, check_session, resolve_halls
 from diemcau.tokens import MediaTokenSigner
 
 from .auth import SESSION_COOKIE, Accounts, authenticate
@@ -45,17 +45,6 @@ class SourceBody(msgspec.Struct, forbid_unknown_fields=True):
 class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
     relay: str
     expect: str = ""  # the relay the operator saw the hall on; refused (409) if it moved meanwhile
-
-
-class SessionBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    id: str
-    title: str
-    theme: str
-    start: datetime
-    end: datetime
-    title_en: str = ""
-    stream: str = "programme"
-    halls: list[str] = msgspec.field(default_factory=lambda: ["all"])
 
 
 class SessionPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -324,12 +313,17 @@ class Api:
         finally:
             await self.st.store.unlock(target, user)
 
-    async def move_hall(self, request: web.Request) -> web.Response:
-        """Move a hall to another relay (make-before-break); the leader carries it out."""
+    async def _operator_on_hall(self, request: web.Request):
+        """An operator acting on a hall of the topology: (principal, hall id), or 401/403/404."""
         p = await authenticate(request, self.accounts, "operator")
         hall = request.match_info["hall"]
         if hall not in self.st.halls_by_id:
             raise Problem(404, f"unknown hall {hall}")
+        return p, hall
+
+    async def move_hall(self, request: web.Request) -> web.Response:
+        """Move a hall to another relay (make-before-break); the leader carries it out."""
+        p, hall = await self._operator_on_hall(request)
         body = await read_json(request, MoveBody, 4096)
         async with self._locked(hall, p.user):
             views, assignments = await self.st.planner.relay_views()
@@ -398,7 +392,7 @@ class Api:
 
     async def create_session(self, request: web.Request) -> web.Response:
         p = await authenticate(request, self.accounts, "operator")
-        body = await read_json(request, SessionBody, 16384)
+        body = await read_json(request, SessionSpec, 16384)
         s = Session(**msgspec.structs.asdict(body))
         async with self._locked("sessions", p.user):
             existing = await self.st.store.sessions()
@@ -521,10 +515,7 @@ class Api:
     async def hall_player(self, request: web.Request) -> web.Response:
         """The address to open full screen on the hall's projector PC: its own player page, with a
         media token for the hall's programme in the URL fragment (never sent to a server)."""
-        p = await authenticate(request, self.accounts, "operator")
-        hall = request.match_info["hall"]
-        if hall not in self.st.halls_by_id:
-            raise Problem(404, f"unknown hall {hall}")
+        p, hall = await self._operator_on_hall(request)
         body = await read_json(request, PlayerBody, 1024) if request.can_read_body else PlayerBody()
         if not 60 <= body.ttl_s <= 14 * 24 * 3600:
             raise Problem(422, "ttl_s must be between 60 and 1209600")
@@ -542,10 +533,7 @@ class Api:
 
     async def hall_hitless(self, request: web.Request) -> web.Response:
         """Put a hall in hitless mode (both paths carry the programme; twice the bandwidth) or back."""
-        p = await authenticate(request, self.accounts, "operator")
-        hall = request.match_info["hall"]
-        if hall not in self.st.halls_by_id:
-            raise Problem(404, f"unknown hall {hall}")
+        p, hall = await self._operator_on_hall(request)
         body = await read_json(request, HitlessBody, 1024)
         async with self._locked(hall, p.user):
             await self.st.store.set_hitless(hall, body.on, p.user)

@@ -1,41 +1,18 @@
 """Failover: a hall keeps a warm standby and switches by itself when its relay is SIGKILLed."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
-
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
-from tests.conftest import free_port, wait_for
-from tests.media import start_studio
-
-
-def _spawn_relay(orch, secrets, relay_id, region, port):
-    d, _ = secrets
-    env = dict(os.environ,
-               DIEMCAU_RELAY_ICE_ADDRESSES="127.0.0.1",
-               DIEMCAU_RELAY_ORCHESTRATOR_URL=orch.control_url,
-               DIEMCAU_RELAY_CREDENTIAL=orch.credential(relay_id),
-               DIEMCAU_RELAY_MEDIA_PUBLIC_KEY=str(d / "media.pub"),
-               DIEMCAU_RELAY_HEARTBEAT_MS="300")
-    return subprocess.Popen([sys.executable, "-m", "diemcau", "relay", "--id", relay_id, "--role", "regional",
-                             "--region", region, "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+from tests.conftest import wait_for
+from tests.tree import start_tree
 
 
 async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its_relay_is_killed(
         start_orchestrator, start_relay, signer, secrets_dir):
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    procs = {rid: _spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in ("north-1", "north-2")}
-    studio, task = await start_studio(origin.url, signer)
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
+    orch, procs = tree.orch, tree.procs
     hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
     hall.start()
@@ -70,29 +47,14 @@ async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its
         assert dead_at - killed_at < 2.0  # control channel drop + missed heartbeats: 1.5 s by default
     finally:
         await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
-        for p in procs.values():
-            p.kill()
-            p.wait()
+        await tree.stop()
 
 
 async def test_a_hitless_hall_loses_no_frame_at_all_when_its_relay_is_killed(
         start_orchestrator, start_relay, signer, secrets_dir):
     """Both paths carry the programme and the hall merges them by payload: a relay's death is invisible."""
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    procs = {rid: _spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in ("north-1", "north-2")}
-    studio, task = await start_studio(origin.url, signer)
-
-    async def regionals_up():
-        return {"north-1", "north-2"} <= set(await orch.state.store.connected())
-
-    await wait_for(regionals_up, 20, what="both regional relays registered")  # so the hall is placed on one
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
+    orch, procs = tree.orch, tree.procs
     hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, hitless=True,
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
     hall.start()
@@ -126,9 +88,4 @@ async def test_a_hitless_hall_loses_no_frame_at_all_when_its_relay_is_killed(
         await wait_for(lambda: hall.stats().merged_duplicates > dup + 50, 5, what="the new path merged")
     finally:
         await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
-        for p in procs.values():
-            p.kill()
-            p.wait()
+        await tree.stop()

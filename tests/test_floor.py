@@ -6,11 +6,9 @@ import aiohttp
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
-from tests.conftest import free_port, wait_for
-from tests.media import start_studio
+from tests.conftest import wait_for
 from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
-from tests.test_failover import _spawn_relay
+from tests.tree import start_tree
 
 HALLS = ("HN-01", "HN-02", "HP-01")
 
@@ -22,18 +20,8 @@ FLOOR_DECODED = """async () => { const pc = window.dcFloor; if (!pc) return 0; l
 
 async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrator, start_relay, signer, secrets_dir,
                                                                 browser):  # noqa: F811
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    regional = _spawn_relay(orch, secrets_dir, "north-1", "north", free_port())
-    studio, task = await start_studio(origin.url, signer, fps=15)
-
-    async def regional_up():
-        return "north-1" in await orch.state.store.connected()
-
-    await wait_for(regional_up, 20, what="the regional relay registered")
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1",), fps=15)
+    orch = tree.orch
     # HP-01 has its projector page open: the speaker shows in its corner
     halls = {hid: HallDaemon(EdgeSettings(hall=hid, orchestrator_url=orch.control_url, qoe=False,
                                           credential=orch.credential(hid), ice_addresses=["127.0.0.1"],
@@ -115,8 +103,4 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
     finally:
         for hall in halls.values():
             await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
-        regional.kill()
-        regional.wait()
+        await tree.stop()

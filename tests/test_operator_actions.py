@@ -6,33 +6,21 @@ import aiohttp
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
-from tests.conftest import free_port, wait_for
-from tests.test_failover import _spawn_relay
-from tests.media import start_studio
+from tests.conftest import wait_for
+from tests.tree import start_tree
 
 
 async def _tree(start_orchestrator, start_relay, signer, secrets_dir):
     """Orchestrator, origin and studio in this process; two regional relays as their own processes."""
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    procs = [_spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in ("north-1", "north-2")]
-    studio, task = await start_studio(origin.url, signer)
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
+    orch = tree.orch
     hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
     hall.start()
 
     async def stop():
         await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
-        for p in procs:
-            p.kill()
-            p.wait()
+        await tree.stop()
 
     return orch, hall, stop
 
@@ -142,15 +130,12 @@ async def test_refused_credentials_are_audited_with_who_and_from_where(start_orc
     assert by_path["401 GET /api/v1/control"]["actor"] == "HN-01"
 
 
-async def test_a_console_preview_is_proxied_and_an_operator_holds_at_most_two(start_orchestrator, start_relay, signer):
+async def test_a_console_preview_is_proxied_and_an_operator_holds_at_most_two(start_orchestrator, start_relay, signer,
+                                                                                secrets_dir):
     from relay.client import recvonly_offer
 
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    studio, task = await start_studio(origin.url, signer)
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir)
+    orch, origin = tree.orch, tree.origin
     try:
         await wait_for(lambda: "programme" in origin.core.sources and origin.core.sources["programme"].live, 10)
         async with aiohttp.ClientSession() as http:
@@ -178,9 +163,7 @@ async def test_a_console_preview_is_proxied_and_an_operator_holds_at_most_two(st
             async with http.post(orch.url + "/api/v1/preview", data=b"v=0\r\njunk", headers=h) as r:
                 assert r.status == 400 and "SDP" in (await r.json())["error"]
     finally:
-        studio.stop()
-        await task
-        await agent.stop()
+        await tree.stop()
 
 
 async def test_operator_puts_a_hall_in_hitless_mode_and_back(start_orchestrator, start_relay, signer, secrets_dir):

@@ -5,19 +5,14 @@ import time
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
 from tests.conftest import wait_for
-from tests.media import start_studio
+from tests.tree import start_tree
 
 
 async def test_frozen_black_and_silent_sources_are_each_detected_at_the_hall_within_3_s(
-        start_orchestrator, start_relay, signer):
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    studio, task = await start_studio(origin.url, signer, fps=15)
+        start_orchestrator, start_relay, signer, secrets_dir):
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, fps=15)
+    orch, studio = tree.orch, tree.studio
     hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
     hall.start()
@@ -50,6 +45,4 @@ async def test_frozen_black_and_silent_sources_are_each_detected_at_the_hall_wit
         assert len(await orch.state.store.events(50, kind="qoe_clear")) == 3
     finally:
         await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
+        await tree.stop()

@@ -7,9 +7,8 @@ import subprocess
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
 from tests.conftest import wait_for
-from tests.media import start_studio
+from tests.tree import start_tree
 
 
 def _probe(path) -> dict:
@@ -22,13 +21,9 @@ def _probe(path) -> dict:
 
 
 async def test_the_hall_records_the_programme_as_received_to_a_file_ffprobe_reads(
-        start_orchestrator, start_relay, signer, tmp_path):
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    studio, task = await start_studio(origin.url, signer, fps=15)
+        start_orchestrator, start_relay, signer, secrets_dir, tmp_path):
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, fps=15)
+    orch = tree.orch
     hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, qoe=False,
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"],
                                    record_dir=str(tmp_path / "rec")))
@@ -38,9 +33,7 @@ async def test_the_hall_records_the_programme_as_received_to_a_file_ffprobe_read
         frames = hall.recorder.video_frames
     finally:
         await hall.stop()
-        studio.stop()
-        await task
-        await agent.stop()
+        await tree.stop()
     files = list((tmp_path / "rec").glob("HN-01-programme-*.webm"))
     assert len(files) == 1
     info = _probe(files[0])

@@ -6,10 +6,8 @@ from diemcau.topology import load_topology
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from relay.agent import RelayAgent
-from tests.conftest import free_port, wait_for
-from tests.media import start_studio
-from tests.test_failover import _spawn_relay
+from tests.conftest import wait_for
+from tests.tree import start_tree
 
 
 async def test_the_summit_programme_is_served_and_edited_with_clear_refusals(start_orchestrator):
@@ -80,19 +78,9 @@ async def test_the_summit_programme_is_served_and_edited_with_clear_refusals(sta
 
 async def test_a_started_session_reaches_exactly_its_halls_through_the_relays(
         start_orchestrator, start_relay, signer, secrets_dir):
-    orch = await start_orchestrator()
-    origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
-    agent = RelayAgent(origin.core, origin.url)
-    agent.start()
-    regional = _spawn_relay(orch, secrets_dir, "north-1", "north", free_port())
-    main, main_task = await start_studio(origin.url, signer, fps=15)
-    other, other_task = await start_studio(origin.url, signer, stream="programme-b", fps=15)
-
-    async def regional_up():
-        return "north-1" in await orch.state.store.connected()
-
-    await wait_for(regional_up, 20, what="the regional relay registered")
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1",),
+                            streams=("programme", "programme-b"), fps=15)
+    orch = tree.orch
     halls = {hid: HallDaemon(EdgeSettings(hall=hid, orchestrator_url=orch.control_url, qoe=False,
                                           credential=orch.credential(hid), ice_addresses=["127.0.0.1"]))
              for hid in ("HN-01", "HN-02")}
@@ -134,9 +122,4 @@ async def test_a_started_session_reaches_exactly_its_halls_through_the_relays(
     finally:
         for hall in halls.values():
             await hall.stop()
-        for st, task in ((main, main_task), (other, other_task)):
-            st.stop()
-            await task
-        await agent.stop()
-        regional.kill()
-        regional.wait()
+        await tree.stop()
