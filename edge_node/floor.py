@@ -100,6 +100,10 @@ class FloorRole:
                     self.verifier.new_source()
                 if self._frames is not None:
                     self._frames.new_source()
+                local = self.hall.local
+                src = local.core.sources.get(LOCAL_FLOOR) if local is not None else None
+                for up in (src.tracks.values() if src is not None else ()):
+                    up.new_upstream()  # the hall's own viewers re-anchor at the new speaker's keyframe
                 log.info("%s: the floor passed to %s", self.hall.s.hall, msg.speaker)
                 self._show()
             self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url,
@@ -113,10 +117,20 @@ class FloorRole:
         self.first_keyframe_at = 0.0
         self.verifier = None
         self._follower = Follower(self._sinks, self._lost, self.hall.s.ice_servers, stall_s=2.0,
-                                  connect_timeout_s=self.hall.s.connect_timeout_s, name="floor")
+                                  connect_timeout_s=self.hall.s.connect_timeout_s, name="floor",
+                                  on_connected=self._connected)
         self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url, token=msg.token))
         self._follower_task = asyncio.ensure_future(self._follower.run())
         log.info("%s: the floor is %s's: following %s", self.hall.s.hall, msg.speaker, msg.whep_url)
+
+    def _connected(self, sub) -> None:
+        """The hall's own viewers (its projector page) ask for keyframes through this subscription."""
+        src = self.hall.local.core.sources.get(LOCAL_FLOOR) if self.hall.local is not None else None
+        up = src.tracks.get("video") if src is not None else None
+        if up is not None:
+            up.set_keyframe_requester(sub.request_keyframe)
+            if up.waiting:
+                up.request_keyframe()
 
     async def _lost(self, upstream: str, reason: str) -> None:
         log.info("floor %s: %s (retrying)", self.stream, reason)
@@ -127,12 +141,9 @@ class FloorRole:
         if local is not None:
             src = local.core.source(LOCAL_FLOOR, create=True)
             local.core.expected.add(LOCAL_FLOOR)
-            first = kind not in src.tracks
             up = src.track_for(kind, codec)
             src.publisher = "upstream"
-            if self._follower is not None and self._follower.sub is not None and kind == "video":
-                up.set_keyframe_requester(self._follower.sub.request_keyframe)
-            up.new_upstream() if first else up.continue_upstream()
+            up.new_upstream()  # the floor is another hall's camera each time: viewers wait for its keyframe
         if kind != "video":
             return (up.on_packet if up is not None else (lambda p: None)), (up.on_sr if up is not None else None)
         if self.verifier is None:

@@ -41,7 +41,8 @@ class RelayView:
 
 
 def choose_hall_relay(
-    region: str, lat: float, lon: float, relays: list[RelayView], exclude: set[str] = frozenset()
+    region: str, lat: float, lon: float, relays: list[RelayView], exclude: set[str] = frozenset(),
+    upstream_of: dict[str, str] | None = None, avoid_upstream: str = "",
 ) -> RelayView | None:
     """Best regional relay for a hall: same region first, then least utilised, then nearest.
 
@@ -54,17 +55,25 @@ def choose_hall_relay(
     if not pool:
         return None
 
+    upstream_of = upstream_of or {}
+
     def key(r: RelayView) -> tuple:
         same = r.region == region
+        # a standby behind the same origin as the primary fails with it: another origin first
+        shared = bool(avoid_upstream) and upstream_of.get(r.id) == avoid_upstream
         # Utilisation in coarse steps so that distance decides between similarly loaded relays.
-        return (not same, round(r.utilisation * 10), haversine_km(lat, lon, *r.position()), r.id)
+        return (not same, shared, round(r.utilisation * 10), haversine_km(lat, lon, *r.position()), r.id)
 
     return min(pool, key=key)
 
 
-def choose_upstream(relay: RelayView, relays: list[RelayView], exclude: set[str] = frozenset()) -> RelayView | None:
-    """The origin a regional relay pulls from: least loaded live origin, nearest on ties."""
+def choose_upstream(relay: RelayView, relays: list[RelayView], exclude: set[str] = frozenset(),
+                    siblings: dict[str, int] | None = None) -> RelayView | None:
+    """The origin a regional relay pulls from: the one fewest relays of its region pull from
+    (so that two relays of a region are not behind the same origin), then least loaded, then nearest."""
     origins = [r for r in relays if r.role == "origin" and r.placeable and r.id not in exclude and r.id != relay.id]
     if not origins:
         return None
-    return min(origins, key=lambda o: (round(o.utilisation * 10), haversine_km(*relay.position(), *o.position()), o.id))
+    siblings = siblings or {}
+    return min(origins, key=lambda o: (siblings.get(o.id, 0), round(o.utilisation * 10),
+                                       haversine_km(*relay.position(), *o.position()), o.id))

@@ -114,12 +114,23 @@ class Planner:
             hitless=self.hitless.get(node),
         )
 
-    def _choose(self, node: str, views: list[RelayView], exclude: set[str]) -> RelayView | None:
+    def _choose(self, node: str, views: list[RelayView], exclude: set[str], assign: dict | None = None,
+                avoid_upstream: str = "") -> RelayView | None:
         if node in self.halls:
             hall = self.halls[node]
-            return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude)
+            upstream_of = {n: a.get("upstream", "") for n, a in (assign or {}).items() if n not in self.halls}
+            return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude, upstream_of, avoid_upstream)
         me = next((v for v in views if v.id == node), None)
-        return choose_upstream(me, views, exclude) if me is not None else None
+        if me is None:
+            return None
+        # the regional relays of one region pull from different origins where they can: a hall's
+        # primary and standby relays are then not behind the same origin (one failure, not two)
+        region_of = {v.id: v.region for v in views}
+        siblings: dict[str, int] = {}
+        for n, a in (assign or {}).items():
+            if n != node and n not in self.halls and region_of.get(n) == me.region:
+                siblings[a.get("upstream", "")] = siblings.get(a.get("upstream", ""), 0) + 1
+        return choose_upstream(me, views, exclude, siblings)
 
     async def plan(
         self, node: str, views: list[RelayView], assign: dict, reason: str,
@@ -142,7 +153,7 @@ class Planner:
         if primary is not None and (not primary.alive or primary.id in exclude):
             primary = None
         if primary is None:
-            primary = self._choose(node, views, exclude)
+            primary = self._choose(node, views, exclude, assign)
         if primary is None:
             primary = self._choose(node, views, set())  # nothing else: retry what is there
         if primary is None:
@@ -151,7 +162,9 @@ class Planner:
         if backup is not None and (not backup.alive or backup.id in exclude or backup.id == primary.id):
             backup = None
         if backup is None:
-            backup = self._choose(node, views, exclude | {primary.id})
+            # a standby behind another origin than the primary's, where there is one
+            backup = self._choose(node, views, exclude | {primary.id}, assign,
+                                  avoid_upstream=(assign.get(primary.id) or {}).get("upstream", ""))
         epoch = await self.store.set_assignment(node, self.s.stream, primary.id, backup.id if backup else "")
         primary.load += 1
         if backup is not None:
@@ -225,14 +238,16 @@ class Planner:
             if a is not None and a["upstream"] in by_id:  # a regional again: it pulls the floor like the rest
                 await self.deliver(old_relay, self._msg(old_relay, by_id[a["upstream"]], by_id.get(a.get("backup", "")),
                                                         int(a.get("epoch", 0)), stream=stream))
-        relay = by_id[relay_id]
-        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
-                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
+        # the audience first: each hall re-anchors (waits for the new speaker's keyframe) before
+        # that keyframe can reach it, rather than just after it and then wait for the next one
         for node, a in sorted(assign.items()):
             if node == speaker:
                 await self.deliver(node, Floor(stream=""))  # it speaks now; it stops watching
             elif node in self.halls and self._hears_floor(node) and a["upstream"] in by_id:
                 await self.deliver(node, self._floor_msg(node, by_id[a["upstream"]]))
+        relay = by_id[relay_id]
+        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
+                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
         log.info("floor: passed from %s to %s on %s (through %s)", old_speaker, speaker, stream, relay_id)
 
     async def _follow_floor(self, views: list[RelayView], assign: dict) -> None:

@@ -1,0 +1,35 @@
+"""Placement keeps a hall's two paths out of one failure domain: not one relay, not one origin."""
+
+from orchestrator.placement import RelayView, choose_hall_relay, choose_upstream
+
+
+def _views():
+    return [
+        RelayView("origin-1", "origin", "north", "http://o1", 60, lat=21.0, lon=105.8),
+        RelayView("origin-2", "origin", "south", "http://o2", 60, lat=10.8, lon=106.7),
+        RelayView("south-1", "regional", "south", "http://s1", 60, lat=10.8, lon=106.6),
+        RelayView("south-2", "regional", "south", "http://s2", 60, lat=10.0, lon=105.8),
+    ]
+
+
+def test_the_relays_of_a_region_pull_from_different_origins():
+    views = _views()
+    s1, s2 = views[2], views[3]
+    # alone, a southern relay takes the nearest origin
+    assert choose_upstream(s1, views).id == "origin-2"
+    # its sibling then takes the other one, though it is further away
+    assert choose_upstream(s2, views, siblings={"origin-2": 1}).id == "origin-1"
+
+
+def test_a_halls_standby_is_behind_another_origin_than_its_primary():
+    views = _views()
+    upstream_of = {"south-1": "origin-2", "south-2": "origin-2"}
+    # both southern relays behind origin-2: nothing better than the region's other relay
+    assert choose_hall_relay("south", 10.8, 106.6, views, {"south-1"}, upstream_of, "origin-2").id == "south-2"
+    upstream_of = {"south-1": "origin-2", "south-2": "origin-1"}
+    views[3].load = 30  # busier, yet behind the other origin: it is the standby
+    views.append(RelayView("south-3", "regional", "south", "http://s3", 60, lat=10.8, lon=106.6))
+    upstream_of["south-3"] = "origin-2"
+    assert choose_hall_relay("south", 10.8, 106.6, views, {"south-1"}, upstream_of, "origin-2").id == "south-2"
+    # with no origin to avoid, load and distance decide as before
+    assert choose_hall_relay("south", 10.8, 106.6, views, {"south-1"}).id == "south-3"
