@@ -438,9 +438,35 @@ class Planner:
                 await self.plan(node, views, assign, f"standby {a['backup']} drained", drained,
                                 primary_id=a["upstream"])
 
+    async def _spread_origins(self, views: list[RelayView], assign: dict) -> None:
+        """Two regional relays of one region behind one origin fail together when it dies, and so
+        do both paths of their halls: while another origin is free in that region, move one of them
+        onto it (its warm standby there: make-before-break). One move per sweep."""
+        origins = {v.id for v in views if v.role == "origin" and v.placeable}
+        if len(origins) < 2:
+            return
+        regionals = [v for v in views if v.role == "regional" and v.alive and v.id in assign]
+        for region in sorted({v.region for v in regionals}):
+            used: dict[str, list[str]] = {}
+            for v in sorted(regionals, key=lambda v: v.id):
+                if v.region == region:
+                    used.setdefault(assign[v.id]["upstream"], []).append(v.id)
+            free = origins - set(used)
+            for origin_id, rids in sorted(used.items()):
+                if len(rids) < 2 or not free:
+                    continue
+                rid = rids[-1]
+                a = assign[rid]
+                if a.get("backup") not in free or now_ms() - int(a.get("at", 0)) < RECONCILE_AFTER_MS:
+                    continue
+                await self.plan(rid, views, assign, f"spread over origins ({origin_id} carried {', '.join(rids)})",
+                                primary_id=a["backup"], backup_id=origin_id, move=True)
+                return
+
     async def _place_waiting(self, views: list[RelayView], assign: dict) -> None:
         """Connected nodes without a live primary, or without a live standby that could have one."""
         await self._operator_intents(views, assign)
+        await self._spread_origins(views, assign)
         conn = await self.store.connected()
         nodes = await self.store.nodes()
         stats = await self.store.stats()
