@@ -31,6 +31,20 @@ async def browser():
             raise AssertionError(f"{what} within 20 s") from None
 
 
+async def wait_for_value(page, js: str, above: float, timeout_s: float, what: str) -> float:
+    """Poll an (async) page expression until its value exceeds `above`. Playwright's
+    wait_for_function takes a returned promise for a truthy value, so it cannot wait on getStats()."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await page.evaluate(js)
+        if value > above:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"{what}: {value} after {timeout_s} s, wanted more than {above}")
+        await asyncio.sleep(0.05)
+
+
 async def log_in(page, base_url: str, password: str, board_timeout_ms: int = 10000) -> None:
     """A wrong password is refused with the Vietnamese message; the right one shows the board."""
     await page.goto(base_url + "/console/")

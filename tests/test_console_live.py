@@ -10,7 +10,7 @@ import pytest
 
 from diemcau.deploy import Deployment
 from diemcau.topology import load_profile, load_topology
-from tests.test_console import browser, log_in  # noqa: F401  (browser: the Chromium fixture)
+from tests.test_console import browser, log_in, wait_for_value  # noqa: F401  (browser: the Chromium fixture)
 
 DOCS = Path(__file__).parent.parent / "docs"
 SOLO = "KG-01"  # this hall runs in its own process so that it can be killed alone
@@ -96,8 +96,7 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
                 pli: s.pliCount, n: s.nackCount})); }); return out.join(' '); }""")
             raise AssertionError(f"the preview decoded {first} frames in 30 s: {why}")
         await asyncio.sleep(0.25)
-    await asyncio.sleep(1.5)
-    assert await page.evaluate(decoded) > first + 5
+    await wait_for_value(page, decoded, first + 5, 10, "frames decoded by the preview")
 
     # a hall's daemon dies: its row turns dark within 2 s
     dep.procs[f"hall-{SOLO}"].send_signal(signal.SIGKILL)

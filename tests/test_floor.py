@@ -7,7 +7,7 @@ import aiohttp
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
 from tests.conftest import wait_for
-from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
+from tests.test_console import browser, wait_for_value  # noqa: F401  (browser: the Chromium fixture)
 from tests.tree import start_tree
 
 HALLS = ("HN-01", "HN-02", "HP-01")
@@ -80,7 +80,7 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                 # the programme goes on at every hall meanwhile
                 assert all(x.stats().frames_received > programme[hid] for hid, x in halls.items())
                 if speaker != "HP-01":  # on HP-01's screen, in the corner, decoded by Chromium
-                    await page.wait_for_function(f"async () => ({FLOOR_DECODED})() > {decoded_before}", timeout=5000)
+                    await wait_for_value(page, FLOOR_DECODED, decoded_before, 5, f"{speaker}'s frames decoded in the corner")
                     await page.wait_for_selector(f"#floor-name:has-text('{speaker}')", timeout=2000)
                     on_screen_ms[speaker] = round((time.time() - given) * 1000)
             print("floor reach (API call -> first keyframe at the slowest other hall), ms:", reach,

@@ -12,7 +12,7 @@ from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
 from tests.conftest import free_port, wait_for
 from tests.media import start_studio
-from tests.test_console import browser  # noqa: F401  (the Chromium fixture)
+from tests.test_console import browser, wait_for_value  # noqa: F401  (browser: the Chromium fixture)
 
 PLAYING = "document.querySelector('#status').dataset.state === 'playing' && document.querySelector('#status').hidden"
 DECODED = """async () => { const pc = window.dcPlayer; if (!pc) return 0; let n = 0;
@@ -81,7 +81,7 @@ async def test_player_page_plays_the_programme_and_shows_reconnecting_when_the_r
         await playing(15000)
         first = await page.evaluate(DECODED)
         # frames keep being decoded (a loaded box may slow the page, not stop it)
-        await page.wait_for_function(f"async () => ({DECODED})() > {first + 5}", timeout=5000)
+        await wait_for_value(page, DECODED, first + 5, 5, "frames decoded by the page")
         assert "HN-01" in await page.inner_text("#title")
 
         # the hall's only relay dies: the screen says "reconnecting" instead of holding a frozen frame
@@ -96,7 +96,7 @@ async def test_player_page_plays_the_programme_and_shows_reconnecting_when_the_r
         await playing(30000)
         print(f"playing again {time.monotonic() - t0:.1f} s after the relay restarted")
         again = await page.evaluate(DECODED)
-        await page.wait_for_function(f"async () => ({DECODED})() > {again + 5}", timeout=5000)
+        await wait_for_value(page, DECODED, again + 5, 5, "frames decoded after the relay came back")
     finally:
         await hall.stop()
         studio.stop()
