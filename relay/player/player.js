@@ -15,6 +15,18 @@ const TEXT = {
   refused: ["Máy chủ từ chối", "Refused by the server"],
 };
 
+// WHIP and WHEP without trickle ICE: the offer carries every candidate, then one POST
+async function postOffer(peer, url, bearer) {
+  await peer.setLocalDescription(await peer.createOffer());
+  await new Promise((resolve) => {
+    if (peer.iceGatheringState === "complete") return resolve();
+    peer.onicegatheringstatechange = () => peer.iceGatheringState === "complete" && resolve();
+    setTimeout(resolve, 2000);
+  });
+  return fetch(url, { method: "POST", body: peer.localDescription.sdp,
+    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${bearer}` } });
+}
+
 let pc = null;
 let resource = null;
 let lastFrames = 0;
@@ -49,16 +61,7 @@ async function connect() {
   pc.onconnectionstatechange = () => {
     if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) retry("connection " + pc.connectionState);
   };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {  // non-trickle WHEP: the offer carries every candidate
-    if (pc.iceGatheringState === "complete") return resolve();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
-    setTimeout(resolve, 2000);
-  });
-  const resp = await fetch(`/whep/${encodeURIComponent(stream)}`, {
-    method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
-    body: pc.localDescription.sdp,
-  });
+  const resp = await postOffer(pc, `/whep/${encodeURIComponent(stream)}`, token);
   if (resp.status === 401 || resp.status === 403) {
     show("refused", `${resp.status}: ${(await resp.text()).slice(0, 120)}`);
     return false;
@@ -124,14 +127,7 @@ async function showFloor(speaker) {
   const media = new MediaStream();
   $("#floor").srcObject = media;
   pc.ontrack = (ev) => media.addTrack(ev.track);
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") return resolve();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
-    setTimeout(resolve, 2000);
-  });
-  const resp = await fetch("/whep/floor", { method: "POST", body: pc.localDescription.sdp,
-    headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${floorToken}` } });
+  const resp = await postOffer(pc, "/whep/floor", floorToken);
   if (resp.status !== 201 || pc !== floorPc) { if (pc === floorPc) floorSpeaker = ""; return; }  // retried on the next poll
   await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
 }
@@ -158,14 +154,7 @@ async function speak(stream) {
     const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
     const pc = camPc = window.dcCamera = new RTCPeerConnection({ iceServers: [] });
     media.getTracks().forEach((tr) => pc.addTransceiver(tr, { direction: "sendonly" }));
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === "complete") return resolve();
-      pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
-      setTimeout(resolve, 2000);
-    });
-    const resp = await fetch("/whip/camera", { method: "POST", body: pc.localDescription.sdp,
-      headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${cameraToken}` } });
+    const resp = await postOffer(pc, "/whip/camera", cameraToken);
     if (resp.status !== 201) throw new Error(`WHIP ${resp.status}`);
     camResource = new URL(resp.headers.get("Location"), location.href).href;
     await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
