@@ -103,7 +103,8 @@ async def test_console_login_board_of_70_halls_and_live_hall_state(start_orchest
 
     # the schedule: the summit's 14 sessions; an operator starts one and ends it from the page
     await page.wait_for_function("document.querySelectorAll('#sessions tr[data-session]').length === 14", timeout=5000)
-    assert "Khai mạc" in await page.inner_text("#sessions tr[data-session='S01']")
+    s01 = await page.inner_text("#sessions tr[data-session='S01']")
+    assert "Khai mạc" in s01 and "08:30" in s01 and "11:30" in s01  # Vietnam's time, whatever the PC's zone
     await page.click("#sessions tr[data-session='S01'] button[data-session-act=start]")
     await page.click("#confirm-ok")
     await page.wait_for_selector("#sessions tr[data-session='S01'][data-state=live]", timeout=5000)

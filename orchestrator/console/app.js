@@ -193,9 +193,11 @@ async function loadSessionsAndFloor() {
   if (rf.ok) renderFloor(await rf.json());
 }
 
+// the programme's times are Vietnam's (the halls' and the studio's), whatever the operator's PC says
+const PROGRAMME_TZ = "Asia/Ho_Chi_Minh";
 function localTime(iso) {
   const d = new Date(iso);
-  return d.toLocaleString(lang === "vi" ? "vi-VN" : "en-GB", { dateStyle: "short", timeStyle: "short" });
+  return d.toLocaleString(lang === "vi" ? "vi-VN" : "en-GB", { dateStyle: "short", timeStyle: "short", timeZone: PROGRAMME_TZ });
 }
 
 function renderSessions(data) {
@@ -203,7 +205,7 @@ function renderSessions(data) {
   $("#sessions tbody").innerHTML = data.sessions.map((x) => `
     <tr data-session="${esc(x.id)}" data-state="${esc(x.state)}"><td>${esc(x.id)}</td>
     <td>${esc(lang === "en" && x.title_en ? x.title_en : x.title)}</td><td>${esc(x.theme_name)}</td>
-    <td>${esc(localTime(x.start))}–${esc(new Date(x.end).toLocaleTimeString(lang === "vi" ? "vi-VN" : "en-GB", { timeStyle: "short" }))}</td>
+    <td>${esc(localTime(x.start))}–${esc(new Date(x.end).toLocaleTimeString(lang === "vi" ? "vi-VN" : "en-GB", { timeStyle: "short", timeZone: PROGRAMME_TZ }))}</td>
     <td>${num(x.hall_count)}</td><td><span class="state s-${x.state === "live" ? "on_air" : "connecting"}">${esc(t(x.state))}</span></td>
     <td><button type="button" class="op" data-session-act="${x.state === "live" ? "end" : "start"}" data-id="${esc(x.id)}"
       ${op ? "" : "disabled"}>${t(x.state === "live" ? "end" : "start")}</button></td></tr>`).join("");
