@@ -65,18 +65,16 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ScenarioError(f"{path}: participants must be 1-10000")
     if sc.duration_s <= 0 or sc.ramp_per_s <= 0 or not 1 <= sc.workers <= 32:
         raise ScenarioError(f"{path}: duration_s and ramp_per_s must be positive, workers 1-32")
-    for f in sc.fault:
-        if f.kind not in FAULT_KINDS:
-            raise ScenarioError(f"{path}: fault kind must be one of {', '.join(FAULT_KINDS)}")
-        if not 0 <= f.at_s < sc.duration_s:
-            raise ScenarioError(f"{path}: a fault's at_s must fall inside the run")
     if not (1 <= sc.fps <= 60 and 64 <= sc.width <= 1920 and 64 <= sc.height <= 1080):
         raise ScenarioError(f"{path}: fps must be 1-60, width 64-1920, height 64-1080")
+    for what, one, entries, kinds in (("fault", "a fault's", sc.fault, FAULT_KINDS),
+                                      ("action", "an action's", sc.action, ACTION_KINDS)):
+        for e in entries:
+            if e.kind not in kinds:
+                raise ScenarioError(f"{path}: {what} kind must be one of {', '.join(kinds)}")
+            if not 0 <= e.at_s < sc.duration_s:
+                raise ScenarioError(f"{path}: {one} at_s must fall inside the run")
     for a in sc.action:
-        if a.kind not in ACTION_KINDS:
-            raise ScenarioError(f"{path}: action kind must be one of {', '.join(ACTION_KINDS)}")
-        if not 0 <= a.at_s < sc.duration_s:
-            raise ScenarioError(f"{path}: an action's at_s must fall inside the run")
         if a.kind == "floor" and not a.hall:
             raise ScenarioError(f"{path}: a floor action names the hall given the floor")
     return sc

@@ -220,20 +220,28 @@ class Planner:
                      token=self.signer.mint(hall, stream, "sub", self.s.media_token_ttl_s, aud=relay.id),
                      given_at=at / 1000)
 
+    def _forward_up(self, relay_id: str, stream: str, views) -> Forward:
+        """To the speaker's relay: publish the floor to every other live origin."""
+        origins = [v for v in views if v.role == "origin" and v.alive and v.id != relay_id]
+        ttl = self.s.media_token_ttl_s
+        return Forward(stream=stream, whip_urls=[f"{o.url.rstrip('/')}/whip/{stream}" for o in origins],
+                       tokens=[self.signer.mint(relay_id, stream, "pub", ttl, aud=o.id) for o in origins])
+
+    def _speak(self, speaker: str, stream: str, relay: RelayView) -> FloorPublish:
+        """To the hall given the floor: publish its camera to its own relay."""
+        return FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
+                            token=self.signer.mint(speaker, stream, "pub", self.s.media_token_ttl_s, aud=relay.id))
+
     async def _hand_floor_over(self, old: tuple, want: tuple, by_id: dict, assign: dict) -> None:
         """The floor passes within a session: the stream stays, every path that carries it stays up;
         only the speaker (and, if it differs, the relay it publishes to) changes."""
         (old_speaker, stream, old_relay, _), (speaker, _, relay_id, _) = old, want
-        ttl = self.s.media_token_ttl_s
         self.floor_state = want
         await self.deliver(old_speaker, FloorPublish(stream=""))
         if relay_id != old_relay:
-            origins = [v for v in by_id.values() if v.role == "origin" and v.alive and v.id != relay_id]
             await self.deliver(old_relay, Forward(stream=stream))
             await self.deliver(relay_id, Unassign(stream=stream))  # it stops pulling: the speaker publishes there
-            await self.deliver(relay_id, Forward(
-                stream=stream, whip_urls=[f"{o.url.rstrip('/')}/whip/{stream}" for o in origins],
-                tokens=[self.signer.mint(relay_id, stream, "pub", ttl, aud=o.id) for o in origins]))
+            await self.deliver(relay_id, self._forward_up(relay_id, stream, by_id.values()))
             a = assign.get(old_relay)
             if a is not None and a["upstream"] in by_id:  # a regional again: it pulls the floor like the rest
                 await self.deliver(old_relay, self._msg(old_relay, by_id[a["upstream"]], by_id.get(a.get("backup", "")),
@@ -245,9 +253,7 @@ class Planner:
                 await self.deliver(node, Floor(stream=""))  # it speaks now; it stops watching
             elif node in self.halls and self._hears_floor(node) and a["upstream"] in by_id:
                 await self.deliver(node, self._floor_msg(node, by_id[a["upstream"]]))
-        relay = by_id[relay_id]
-        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
-                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
+        await self.deliver(speaker, self._speak(speaker, stream, by_id[relay_id]))
         log.info("floor: passed from %s to %s on %s (through %s)", old_speaker, speaker, stream, relay_id)
 
     async def _follow_floor(self, views: list[RelayView], assign: dict) -> None:
@@ -283,13 +289,9 @@ class Planner:
             return
         self.floor_state = want
         speaker, stream, relay_id, _ = want
-        ttl = self.s.media_token_ttl_s
-        origins = [v for v in views if v.role == "origin" and v.alive and v.id != relay_id]
         # up the tree first, then down: each hop waits (briefly) for the one before
-        await self.deliver(relay_id, Forward(stream=stream, whip_urls=[f"{o.url.rstrip('/')}/whip/{stream}" for o in origins],
-                                             tokens=[self.signer.mint(relay_id, stream, "pub", ttl, aud=o.id) for o in origins]))
-        await self.deliver(speaker, FloorPublish(stream=stream, whip_url=f"{relay.url.rstrip('/')}/whip/{stream}",
-                                                 token=self.signer.mint(speaker, stream, "pub", ttl, aud=relay_id)))
+        await self.deliver(relay_id, self._forward_up(relay_id, stream, views))
+        await self.deliver(speaker, self._speak(speaker, stream, relay))
         for node, a in sorted(assign.items()):
             if node in self.halls or node == relay_id:
                 continue
