@@ -79,7 +79,7 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
     # failed over to the backup: both are right answers on a loaded box)
     await page.wait_for_selector("#source-badge:not([hidden])", timeout=5000)
     feed = await page.get_attribute("#source-badge", "data-feed")
-    assert feed in ("primary", "backup")
+    assert feed in ("primary", "backup", "mixed")  # mixed: the two origins chose differently for a moment
 
     # the programme preview plays: the page's own WebRTC stats show decoded frames increasing
     await page.click("#preview-toggle")
@@ -108,17 +108,29 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
     assert await page.get_attribute(f"circle[data-map-hall='{SOLO}']", "class") == "dot s-dark"
 
     # an operator moves a hall to another relay: confirmed, carried out, on the board and in the log
+    # (the leader may re-plan the hall between the operator reading the board and the click: the
+    # server then refuses the stale move with 409, and the operator looks again and retries)
     token = await asyncio.to_thread(dep.login)
-    hall = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token))
-    current = hall["assigned_relay"]
-    relays = (await asyncio.to_thread(dep.get, "/api/v1/relays", token))["relays"]
-    target = next(r["id"] for r in relays if r["role"] == "regional" and r["alive"]
-                  and r["id"] not in (current, hall.get("backup")))
-    await page.click(f"tr[data-hall='{MOVED}']")
-    await page.select_option("#move-target", target)
-    await page.click("#move-go")
-    assert current in await page.inner_text("#confirm-text") and target in await page.inner_text("#confirm-text")
-    await page.click("#confirm-ok")
+    for attempt in range(3):
+        hall = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token))
+        current = hall["assigned_relay"]
+        relays = (await asyncio.to_thread(dep.get, "/api/v1/relays", token))["relays"]
+        target = next(r["id"] for r in relays if r["role"] == "regional" and r["alive"]
+                      and r["id"] not in (current, hall.get("backup")))
+        await page.wait_for_selector(f"tr[data-hall='{MOVED}'] td.relay:has-text('{current}')", timeout=5000)
+        await page.click(f"tr[data-hall='{MOVED}']")
+        await page.select_option("#move-target", target)
+        await page.click("#move-go")
+        assert current in await page.inner_text("#confirm-text") and target in await page.inner_text("#confirm-text")
+        async with page.expect_response(lambda r: r.url.endswith(f"/api/v1/halls/{MOVED}/move"), timeout=15_000) as resp:
+            await page.click("#confirm-ok")
+        status = (await resp.value).status
+        if status == 202:
+            break
+        body = await (await resp.value).text()
+        assert status == 409 and attempt < 2, f"move answered {status}: {body}"
+        print(f"move of {MOVED} refused ({body}); looking again")
+        await page.keyboard.press("Escape")
     await page.wait_for_selector("#toast.ok", timeout=5000)
     await page.wait_for_selector(f"tr[data-hall='{MOVED}'] td.relay:has-text('{target}')", timeout=20_000)
     after = await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token)
