@@ -358,10 +358,23 @@ document.querySelectorAll("[data-source]").forEach((btn) => btn.addEventListener
 
 // -- programme preview: WHEP through the orchestrator ------------------------------------------
 
-const preview = { pc: null, location: null, watchdog: null, restarts: 0, wanted: false };
+const preview = { pc: null, location: null, watchdog: null, restarts: 0, wanted: false, why: "" };
+
+// Reconnect (with a growing pause, at most 10 s) while the operator still wants the preview.
+function retryPreview(why) {
+  preview.why = why;
+  console.warn(`preview: ${why}; reconnecting`);
+  stopPreview();
+  if (!preview.wanted) return;
+  preview.restarts += 1;
+  const pause = Math.min(1000 * preview.restarts, 10000);
+  setTimeout(() => { if (preview.wanted && !preview.pc) startPreview(); }, pause);
+}
 
 // The preview must never show a frozen picture without saying so: when no new frame has been
-// decoded for a while (a relay died, the path broke), say so and reconnect through another answer.
+// decoded for a while (a relay died, the path broke, the connection never came up), say so and
+// reconnect through another answer. The watch starts with the peer connection, so a set-up that
+// stalls half-way is caught like a stream that stops.
 function watchPreview(pc) {
   let last = -1;
   let stalledSince = performance.now();
@@ -370,13 +383,16 @@ function watchPreview(pc) {
     let decoded = 0;
     (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded || 0; });
     const now = performance.now();
-    if (decoded !== last) { last = decoded; stalledSince = now; $("#preview-relay").classList.remove("stalled"); return; }
+    if (decoded !== last) {
+      last = decoded; stalledSince = now; $("#preview-relay").classList.remove("stalled");
+      if (decoded > 0) preview.restarts = 0;
+      return;
+    }
     if (now - stalledSince > 2000) $("#preview-relay").classList.add("stalled");
-    if (now - stalledSince > 6000) {
-      preview.restarts += 1;
-      console.warn(`preview: no frame for ${((now - stalledSince) / 1000).toFixed(1)} s (${pc.connectionState}); reconnecting`);
-      stopPreview();
-      startPreview();
+    // a loaded relay may take a while to answer and to send its first keyframe: allow the first
+    // frame longer than a gap in a running picture
+    if (now - stalledSince > (last > 0 ? 6000 : 12000)) {
+      retryPreview(`no frame for ${((now - stalledSince) / 1000).toFixed(1)} s (${pc.connectionState}/${pc.iceConnectionState})`);
     }
   }, 1000);
 }
@@ -385,37 +401,45 @@ async function startPreview() {
   const pc = new RTCPeerConnection({ iceServers: [] });
   preview.pc = pc;
   window.dcPreview = pc;  // the page's WebRTC stats are where a test (or an operator) checks decoding
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  const media = new MediaStream();
-  pc.ontrack = (ev) => { media.addTrack(ev.track); $("#preview").srcObject = media; };
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") return resolve();
-    const timer = setTimeout(resolve, 2000);
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
-    });
-  });
-  const resp = await fetch("/api/v1/preview", {
-    method: "POST", headers: { "Content-Type": "application/sdp", ...CSRF }, body: pc.localDescription.sdp,
-  });
-  if (resp.status !== 201) {
-    let reason = "";
-    try { reason = (await resp.json()).error; } catch { /* not JSON */ }
-    toast(`${t("preview")}: ${resp.status} ${reason}`, false);
-    stopPreview();
-    if (resp.status === 503 && preview.restarts < 20) {  // e.g. the stream is not yet at the relay
-      preview.restarts += 1;
-      setTimeout(() => { if (preview.wanted && !preview.pc) startPreview(); }, 2000);
-    }
-    return;
-  }
-  preview.location = resp.headers.get("Location");
-  $("#preview-relay").textContent = resp.headers.get("X-Diemcau-Relay") || "";
-  await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
   $("#preview-toggle").textContent = t("preview_stop");
   watchPreview(pc);
+  try {
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const media = new MediaStream();
+    pc.ontrack = (ev) => { media.addTrack(ev.track); $("#preview").srcObject = media; };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") return resolve();
+      const timer = setTimeout(resolve, 2000);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") { clearTimeout(timer); resolve(); }
+      });
+    });
+    if (preview.pc !== pc) return;  // stopped meanwhile
+    const resp = await fetch("/api/v1/preview", {
+      method: "POST", headers: { "Content-Type": "application/sdp", ...CSRF }, body: pc.localDescription.sdp,
+    });
+    if (preview.pc !== pc) {  // stopped while the answer was on its way: end it at the relay too
+      if (resp.status === 201) fetch(resp.headers.get("Location"), { method: "DELETE", headers: CSRF });
+      return;
+    }
+    if (resp.status !== 201) {
+      let reason = "";
+      try { reason = (await resp.json()).error; } catch { /* not JSON */ }
+      toast(`${t("preview")}: ${resp.status} ${reason}`, false);
+      // 503 (the stream not yet at the relay, too many previews) and 502 (a relay that did not
+      // answer in time) pass; anything else (401, 403, 415) would only repeat
+      if ((resp.status === 503 || resp.status === 502) && preview.restarts < 20) retryPreview(`${resp.status} ${reason}`);
+      else { preview.why = `${resp.status} ${reason}`; preview.wanted = false; stopPreview(); }
+      return;
+    }
+    preview.location = resp.headers.get("Location");
+    $("#preview-relay").textContent = resp.headers.get("X-Diemcau-Relay") || "";
+    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+  } catch (err) {
+    if (preview.pc === pc) retryPreview(`set-up failed: ${err}`);
+  }
 }
 
 function stopPreview() {
