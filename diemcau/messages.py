@@ -94,6 +94,8 @@ class RelayStats(msgspec.Struct, omit_defaults=True):
     active_feed: str = ""  # origin: which feed is on air
     feed_switches: list[list[str]] = []  # origin: recent switches [unix time, from, to, reason]
     cpu_pct: float = 0.0
+    layers: dict[str, list[str]] = {}  # adapting subscriber (hall) -> [layer, reason of the last switch]
+    transcoding: list[str] = []  # ladder layers this relay encodes (where the studio publishes)
 
 
 class Heartbeat(Msg, tag="hb"):

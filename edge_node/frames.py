@@ -24,6 +24,7 @@ class Vp8Frames:
         self._frame_ok = False
         self._frame_pid: int | None = None
         self._last_pid: int | None = None
+        self._last_ts: int | None = None  # RTP timestamp of the last frame delivered
         self._need_key = True
         self.frames = 0
         self.skipped = 0  # incomplete, replayed, or waiting for a keyframe
@@ -38,6 +39,7 @@ class Vp8Frames:
         """Another programme: its picture ids start a new line, and decoding needs its keyframe."""
         self.new_segment()
         self._last_pid = None
+        self._last_ts = None
         self._need_key = True
 
     def need_keyframe(self) -> None:
@@ -71,10 +73,10 @@ class Vp8Frames:
             self._need_key = True
             self.skipped += 1
             return
-        if not self._in_order(self._frame_pid):
+        keyframe = bool(data) and not data[0] & 0x01
+        if not self._in_order(self._frame_pid, ts, keyframe):
             self.skipped += 1
             return
-        keyframe = bool(data) and not data[0] & 0x01
         if self._need_key and not keyframe:
             self.skipped += 1
             return
@@ -82,12 +84,19 @@ class Vp8Frames:
         self.frames += 1
         self.on_frame(data, ts, keyframe)
 
-    def _in_order(self, pid: int | None) -> bool:
+    def _in_order(self, pid: int | None, ts: int, keyframe: bool) -> bool:
+        last_ts, self._last_ts = self._last_ts, ts
         if pid is None or self._last_pid is None:
             self._last_pid = pid
             return True
         d = (pid - self._last_pid) & 0x7FFF
+        if (d == 0 or d >= 0x4000) and keyframe and last_ts is not None and 0 < ((ts - last_ts) & 0xFFFFFFFF) < 0x80000000:
+            # a keyframe later than the last frame, from another picture-id line: the relay moved
+            # this subscriber to another layer of the ladder (each layer has its own encoder)
+            self._last_pid = pid
+            return True
         if d == 0 or d >= 0x4000:
+            self._last_ts = last_ts
             return False  # already delivered (a replay after a path switch)
         if d > 1:
             self._need_key = True  # a frame is missing: wait for a keyframe

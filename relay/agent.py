@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
 
 from diemcau import __version__
 from diemcau import messages as m
 from diemcau.control_client import ControlClient
 
+from .follow import Follower
 from .forward import Forwarder
+from .ladder import split_stream
 from .paths import DualPath
 from .server import FLOOR_PREFIX, RelayCore
 
@@ -25,6 +30,7 @@ class RelayAgent:
         self.public_url = public_url
         self.followers: dict[str, DualPath] = {}
         self.forwarders: dict[str, Forwarder] = {}  # streams published here that go up the tree
+        self.layer_pulls: dict[str, tuple[Follower, asyncio.Task]] = {}  # ladder layers pulled from upstream
         self._tasks: list[asyncio.Task] = []
         self.control = ControlClient(
             self.s.orchestrator_url, self.s.credential, self._hello, self._heartbeat,
@@ -33,7 +39,10 @@ class RelayAgent:
 
     def start(self) -> None:
         self.core.on_local_publish = self._stop_pulling
+        self.core.pull_layer = self._pull_layer
+        self.core.drop_layer = self._drop_layer
         self._tasks.append(asyncio.ensure_future(self.control.run()))
+        self._tasks.append(asyncio.ensure_future(self._follow_layers()))
 
     async def _stop_pulling(self, stream: str) -> None:
         f = self.followers.pop(stream, None)
@@ -50,6 +59,8 @@ class RelayAgent:
             await f.stop()
         for fw in self.forwarders.values():
             await fw.stop()
+        for stream in list(self.layer_pulls):
+            await self._drop_layer(stream)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
             for t in pending:
@@ -77,8 +88,84 @@ class RelayAgent:
             upstream_backup_state=f.backup.state if f else "",
         ))
 
+    # -- ladder layers pulled on demand ----------------------------------------------------
+
+    def _layer_assignment(self, stream: str) -> m.Assign | None:
+        """Where to pull a layer from: the active upstream of its stream, with the same token."""
+        base, layer = split_stream(stream)
+        f = self.followers.get(base)
+        a = f.active.assignment if f is not None else None
+        if a is None:
+            return None
+        parts = urlsplit(a.whep_url)
+        path = parts.path.rstrip("/")
+        if not path.endswith("/" + base):
+            return None
+        url = urlunsplit(parts._replace(path=f"{path}~{layer}"))
+        return m.Assign(stream=stream, upstream=a.upstream, whep_url=url, token=a.token, epoch=a.epoch)
+
+    async def _pull_layer(self, stream: str) -> None:
+        if stream in self.layer_pulls:
+            return
+        a = self._layer_assignment(stream)
+        if a is None:
+            return
+        src = self.core.source(stream, create=True)
+        src.publisher = "upstream"
+        follower: Follower
+
+        def sinks(kind, codec):
+            if kind != "video":
+                return (lambda packet: None), None
+            up = src.track_for(kind, codec)
+            up.new_upstream()
+
+            def on_packet(packet) -> None:
+                follower.mark_packet()
+                up.on_packet(packet)
+            return on_packet, up.on_sr
+
+        def on_connected(sub) -> None:
+            up = src.tracks.get("video")
+            if up is not None:
+                up.set_keyframe_requester(sub.request_keyframe)
+                if up.waiting or up.switchers:
+                    up.request_keyframe()
+
+        async def on_lost(upstream: str, reason: str) -> None:
+            log.info("layer %s from %s: %s", stream, upstream, reason)
+
+        follower = Follower(sinks, on_lost, self.s.ice_servers, max(self.s.upstream_stall_s, 2.0), self.s.connect_timeout_s,
+                            on_connected, name=stream, kinds=("video",))
+        follower.assign(a)
+        self.layer_pulls[stream] = (follower, asyncio.ensure_future(follower.run()))
+        log.info("pulling layer %s from %s", stream, a.upstream)
+
+    async def _drop_layer(self, stream: str) -> None:
+        entry = self.layer_pulls.pop(stream, None)
+        if entry is not None:
+            follower, task = entry
+            follower.stop()
+            try:
+                await asyncio.wait_for(task, 3.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+
+    async def _follow_layers(self) -> None:
+        """A layer follows its stream's upstream: when the stream's path switches, so does the layer."""
+        while True:
+            await asyncio.sleep(0.25)
+            for stream, (follower, _) in list(self.layer_pulls.items()):
+                a = self._layer_assignment(stream)
+                if a is not None and (follower.assignment is None or follower.assignment.whep_url != a.whep_url):
+                    log.info("layer %s now from %s", stream, a.upstream)
+                    follower.assign(msgspec.structs.replace(a, epoch=0))
+
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Assign):
+            # a relay takes the stream as it is: layers are chosen for halls, not between relays
+            msg = msgspec.structs.replace(msg, whep_url=_no_adapt(msg.whep_url),
+                                          backup_whep_url=_no_adapt(msg.backup_whep_url))
             f = self.followers.get(msg.stream)
             if f is None:
                 f = self.followers[msg.stream] = self._paths(msg.stream)
@@ -139,3 +226,9 @@ class RelayAgent:
         return DualPath(open_sink, on_lost, self.s.ice_servers, switch_after_s,
                         max(self.s.upstream_stall_s, 2 * switch_after_s) if floor else self.s.upstream_stall_s,
                         self.s.connect_timeout_s, on_active=on_active)
+
+
+def _no_adapt(url: str) -> str:
+    if not url or "adapt=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "adapt=0"

@@ -35,6 +35,9 @@ class DownTrack(RtpFeedback):
         self.jitter = 0
         self.remb_bps = 0
         self._waiting_since = time.monotonic()
+        self.reports = 0  # receiver reports seen (a new one is a fresh loss figure)
+        self.pending = None  # the UpTrack (another layer) this moves to at its next keyframe
+        self.suspended = False  # audio-only: this video track sends nothing until switched again
         output.feedback = self
 
     def write(self, seq: int, ts: int, marker: int, payload: bytes, keyframe: bool, send_time: bytes | None = None) -> None:
@@ -117,6 +120,54 @@ class DownTrack(RtpFeedback):
                 self.sent_any = True
         self.caught_up += len(replay)
 
+    # -- layers ----------------------------------------------------------------------------
+
+    def switch_to(self, up: UpTrack) -> None:
+        """Move to another UpTrack (another layer of the stream) at its next keyframe.
+
+        Until that keyframe passes, the current layer keeps flowing; then sequence numbers and
+        timestamps continue from the last packet sent, so the subscriber sees one stream.
+        """
+        if up is self.up and not self.suspended:
+            self.cancel_switch()
+            return
+        if self.pending is up:
+            return
+        self.cancel_switch()
+        self.pending = up
+        up.switchers.append(self)
+        up.request_keyframe()
+
+    def cancel_switch(self) -> None:
+        if self.pending is not None:
+            if self in self.pending.switchers:
+                self.pending.switchers.remove(self)
+            self.pending = None
+
+    def land(self, up: UpTrack) -> None:
+        """Called by `up` on the first packet of its keyframe: leave the old layer, wait there."""
+        old = self.up
+        self.pending = None
+        old.detach(self)
+        if not self.suspended:
+            self._previous_arrival = old.last_packet_at
+        self.suspended = False
+        self.up = up
+        self.started = False
+        self.continuing = False
+        up.downtracks.append(self)
+        up.waiting += 1  # the anchor on this keyframe takes it back
+
+    def suspend(self) -> None:
+        """Audio-only: stop sending video (the subscriber's audio track is untouched)."""
+        self.cancel_switch()
+        if self.suspended:
+            return
+        self._previous_arrival = self.up.last_packet_at
+        self.up.detach(self)
+        self.started = False
+        self.suspended = True
+
     def on_upstream_sr(self, ntp: int, rtp_ts: int) -> None:
         if self.started:
             self.output.set_sr_mapping(ntp, (rtp_ts + self.ts_offset) & 0xFFFFFFFF)
@@ -143,6 +194,7 @@ class DownTrack(RtpFeedback):
                     self.retransmits += 1
 
     def on_receiver_report(self, fraction_lost: int, jitter: int, packets_lost: int) -> None:
+        self.reports += 1
         self.fraction_lost = fraction_lost
         self.jitter = jitter
 
@@ -150,4 +202,5 @@ class DownTrack(RtpFeedback):
         self.remb_bps = bitrate
 
     def close(self) -> None:
+        self.cancel_switch()
         self.up.detach(self)

@@ -40,7 +40,9 @@ class Follower:
         standby: bool = False,
         standby_stall_s: float = 3.5,
         name: str = "",
+        kinds: tuple[str, ...] = ("audio", "video"),
     ) -> None:
+        self.kinds = kinds
         self.standby = standby  # a warm path: connected, media parked at the relay
         self.standby_stall_s = standby_stall_s  # no sender report this long: the standby is dead
         self.name = name
@@ -142,7 +144,7 @@ class Follower:
                     a = self.assignment
                     self._changed.clear()
                     self.state = "connecting"
-                    sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers, standby=self.standby)
+                    sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers, kinds=self.kinds, standby=self.standby)
                     try:
                         await sub.connect(http, self.connect_timeout_s)
                     except SignallingError as exc:

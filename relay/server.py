@@ -13,6 +13,8 @@ from aiohttp import web
 from diemcau.http import Problem, unauthorized
 from diemcau.tokens import MediaClaims, MediaTokenVerifier, TokenError, bearer
 
+from .adapt import LayerControl
+from .ladder import LAYER_SEP, Transcoder, layer_stream, parse_ladder, split_stream
 from .sdp import SdpError, check_offer
 from .sessions import PublishSession, SessionError, SubscribeSession
 from .settings import RelaySettings
@@ -20,7 +22,8 @@ from .source import Source
 
 log = logging.getLogger(__name__)
 
-STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(~[a-z0-9]{1,16})?$")  # ~: a ladder layer
+LAYER_WAIT_S = 2.5  # a layer being started (transcoder warming up, pull connecting) gets this long
 
 
 class RelayCore:
@@ -36,6 +39,15 @@ class RelayCore:
         self.publishers: dict[str, PublishSession] = {}
         self.subscribers: dict[str, SubscribeSession] = {}
         self._tasks: set[asyncio.Task] = set()
+        try:
+            self.ladder = parse_ladder(settings.ladder)
+        except ValueError as exc:
+            raise ValueError(f"relay setting ladder: {exc}") from None
+        self.transcoders: dict[str, Transcoder] = {}  # base stream -> its transcoder (where published)
+        self.layer_holders: dict[str, set] = {}  # layer stream -> the LayerControls using it
+        self._layer_idle_since: dict[str, float] = {}
+        self.pull_layer = None  # async (layer stream): pull it from our upstream (the agent sets this)
+        self.drop_layer = None  # async (layer stream): stop pulling it
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -50,7 +62,8 @@ class RelayCore:
         if token is None:
             raise unauthorized("missing Bearer token")
         try:
-            return self.verifier.verify(token, stream, direction, self.settings.id)
+            # a token for a stream covers its ladder layers
+            return self.verifier.verify(token, split_stream(stream)[0], direction, self.settings.id)
         except TokenError as exc:
             # A token that proves nothing is 401; a valid token for something else is 403.
             scoped = any(w in str(exc) for w in ("is for stream", "allows", "is for relay"))
@@ -86,8 +99,97 @@ class RelayCore:
     def _stream_name(self, request: web.Request) -> str:
         name = request.match_info["stream"]
         if not STREAM_NAME.match(name):
-            raise _Rejected(400, "stream name must be 1-64 letters, digits, '_', '.', '-'")
+            raise _Rejected(400, "stream name must be 1-64 letters, digits, '_', '.', '-' (and '~LAYER' for a ladder layer)")
+        layer = split_stream(name)[1]
+        if layer and layer not in {x.name for x in self.ladder}:
+            raise _Rejected(404, f"no ladder layer {layer!r} here (layers: {', '.join(x.name for x in self.ladder) or 'none'})")
         return name
+
+    # -- the bitrate ladder --------------------------------------------------------------
+
+    def layer_names(self) -> list[str]:
+        return ["top", *(x.name for x in self.ladder)]
+
+    def layer_up(self, base: str, name: str):
+        """The video UpTrack carrying layer `name` of stream `base` here, if it runs."""
+        src = self.sources.get(base if name == "top" else layer_stream(base, name))
+        return src.tracks.get("video") if src is not None else None
+
+    async def acquire_layer(self, base: str, name: str, holder=None):
+        """The UpTrack of a layer, started if need be: transcoded here when the stream is
+        published here, pulled from our upstream otherwise. None if it cannot start in time."""
+        if name == "top":
+            return self.layer_up(base, "top")
+        stream = layer_stream(base, name)
+        if holder is not None:
+            self.layer_holders.setdefault(stream, set()).add(holder)
+        self._layer_idle_since.pop(stream, None)
+        up = self.layer_up(base, name)
+        if up is not None:
+            return up
+        src = self.sources.get(base)
+        top = src.tracks.get("video") if src is not None else None
+        if top is None:
+            return None
+        if src.publisher and src.publisher not in ("upstream",):
+            spec = next(x for x in self.ladder if x.name == name)
+            tr = self.transcoders.get(base)
+            if tr is None or tr.top is not top:
+                if tr is not None:
+                    tr.close()
+                tr = self.transcoders[base] = Transcoder(top)
+            layer_src = self.source(stream, create=True)
+            layer_src.publisher = "transcoder"
+            up = layer_src.track_for("video", top.codec)
+            tr.enable(spec, up)
+            log.info("%s: %s transcodes layer %s (%dx%d, %d kbps)", base, self.settings.id, name, spec.width, spec.height, spec.kbps)
+            return up
+        if self.pull_layer is None:
+            return None
+        await self.pull_layer(stream)
+        deadline = asyncio.get_running_loop().time() + LAYER_WAIT_S
+        while (up := self.layer_up(base, name)) is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return up
+
+    def release_layers(self, holder) -> None:
+        for holders in self.layer_holders.values():
+            holders.discard(holder)
+
+    def hold_only(self, holder, base: str, name: str) -> None:
+        """`holder` now uses layer `name` of `base` only; the others may stop when nobody uses them."""
+        keep = layer_stream(base, name)
+        for stream, holders in self.layer_holders.items():
+            if stream != keep:
+                holders.discard(holder)
+
+    async def _stop_unused_layers(self) -> None:
+        """A layer nobody has used for `layer_linger_s` stops: its transcoder or its pull."""
+        now = asyncio.get_running_loop().time()
+        for stream in [n for n in self.sources if LAYER_SEP in n]:
+            src = self.sources[stream]
+            up = src.tracks.get("video")
+            used = bool(self.layer_holders.get(stream)) or (up is not None and (up.downtracks or up.switchers))
+            if used:
+                self._layer_idle_since.pop(stream, None)
+                continue
+            since = self._layer_idle_since.setdefault(stream, now)
+            if now - since < self.settings.layer_linger_s:
+                continue
+            base, name = split_stream(stream)
+            log.info("%s: layer %s unused for %.0f s at %s; stopping it", base, name, now - since, self.settings.id)
+            self._layer_idle_since.pop(stream, None)
+            self.layer_holders.pop(stream, None)
+            tr = self.transcoders.get(base)
+            if tr is not None and name in tr.layers:
+                tr.disable(name)
+                if not tr.layers:
+                    tr.close()
+                    del self.transcoders[base]
+            elif self.drop_layer is not None:
+                await self.drop_layer(stream)
+            src.close()
+            self.sources.pop(stream, None)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -117,6 +219,8 @@ class RelayCore:
 
     async def whip_post(self, request: web.Request) -> web.Response:
         stream = self._stream_name(request)
+        if LAYER_SEP in stream:
+            raise _Rejected(400, "a ladder layer is made by the relay from its stream; publish the stream itself")
         claims = self._authorize(request, stream, "pub")
         text = await self._read_offer(request)
         try:
@@ -169,6 +273,9 @@ class RelayCore:
             offer = check_offer(text, self.settings.max_body_bytes, self.settings.max_sdp_lines)
         except SdpError as exc:
             raise _Rejected(400, str(exc)) from None
+        base, layer = split_stream(stream)
+        if layer:
+            await self.acquire_layer(base, layer)  # a relay below wants a layer: start it here
         src = self.sources.get(stream)
         expected = stream in self.expected or stream.startswith(FLOOR_PREFIX)  # a floor may be on its way up
         if (src is None or not src.tracks) and expected:
@@ -195,6 +302,11 @@ class RelayCore:
             raise _Rejected(exc.status, exc.reason) from None
         self.subscribers[session.id] = session
         self._spawn(self._drop_when_failed(self.subscribers, session))
+        if self.ladder and not layer and "video" in src.tracks and request.query.get("adapt", "1") not in ("0", "false"):
+            # a hall or a viewer: its layer follows its link (a relay pulls with adapt=0)
+            session.control = LayerControl(session, self, stream, self.layer_names(),
+                                           [0, *(x.kbps for x in self.ladder)])
+            session.control.start()
         return web.Response(
             status=201,
             text=answer,
@@ -229,10 +341,26 @@ class RelayCore:
             body = json.loads(await request.content.read(4096))
         except ValueError:
             raise _Rejected(400, "body is not valid JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
-            raise _Rejected(422, 'body must be {"active": true|false}')
-        session.set_active(body["active"])
-        return web.json_response({"active": session.active})
+        policy = ("adapt", "floor", "ceiling", "audio_only")
+        if not isinstance(body, dict) or not body or set(body) - {"active", *policy}:
+            raise _Rejected(422, 'body must be an object with some of "active", "adapt", "floor", "ceiling", "audio_only"')
+        for key in ("active", "adapt", "audio_only"):
+            if key in body and not isinstance(body[key], bool):
+                raise _Rejected(422, f"{key} must be true or false")
+        for key in ("floor", "ceiling"):
+            if key in body and body[key] not in ("", *self.layer_names()):
+                raise _Rejected(422, f"{key} must be one of {self.layer_names()} or \"\" (none)")
+        control = getattr(session, "control", None)
+        if control is None and any(k in body for k in policy):
+            raise _Rejected(409, "this session has no layer control (no ladder here, or it asked for adapt=0)")
+        if "active" in body:
+            session.set_active(body["active"])
+        if control is not None and any(k in body for k in policy):
+            control.set_policy(**{k: body[k] for k in policy if k in body})
+        out = {"active": session.active}
+        if control is not None:
+            out.update(control.stats())
+        return web.json_response(out)
 
     async def whip_delete(self, request: web.Request) -> web.Response:
         return await self._delete(request, self.publishers, "pub")
@@ -270,13 +398,21 @@ class RelayCore:
             for session in list(table.values()):
                 await session.close()
             table.clear()
+        for tr in self.transcoders.values():
+            tr.close()
+        self.transcoders.clear()
         for src in self.sources.values():
             src.close()
 
     async def watch_feeds(self) -> None:
         """Switch a stream to its backup feed when the active one stalls (origins)."""
+        last_sweep = 0.0
         while True:
             await asyncio.sleep(self.settings.source_check_ms / 1000)
+            now = asyncio.get_running_loop().time()
+            if self.ladder and now - last_sweep > 1.0:
+                last_sweep = now
+                await self._stop_unused_layers()
             for src in list(self.sources.values()):
                 reason = src.check_feeds(self.settings.source_stall_ms / 1000)
                 if reason:
@@ -301,6 +437,10 @@ class RelayCore:
             "keyframe_requests_up": sum(
                 t.keyframe_requests_up for s in self.sources.values() for t in s.tracks.values()
             ),
+            # each adapting subscriber's layer and the reason for the last switch, by subject
+            "layers": {s.subject: [s.control.layer, s.control.reason] for s in self.subscribers.values()
+                       if getattr(s, "control", None) is not None and s.active},
+            "transcoding": sorted(f"{b}~{n}" for b, t in self.transcoders.items() for n in t.layers),
         }
 
 

@@ -90,6 +90,7 @@ class SubscribeSession:
         self.subject = subject
         self.pc = new_peer_connection(ice_servers)
         self.downtracks: list[DownTrack] = []
+        self.control = None  # its LayerControl, when the relay has a ladder and the subscriber adapts
         self.created_at = time.time()
 
     async def accept(self, offer_sdp: str, offered_kinds: list[str], standby: bool = False) -> str:
@@ -143,6 +144,9 @@ class SubscribeSession:
                     dt.up.request_keyframe()
 
     async def close(self) -> None:
+        if self.control is not None:
+            self.control.stop()
+            self.control = None
         for dt in self.downtracks:
             dt.close()
         self.downtracks.clear()

@@ -31,4 +31,9 @@ class RelaySettings(msgspec.Struct, kw_only=True):
     source_stall_ms: int = 200  # origin: active studio feed silent this long -> backup feed
     source_check_ms: int = 25
     upstream_stall_s: float = 1.0  # no packet from upstream this long (no standby): resubscribe
+    # lower layers of the bitrate ladder, highest first, "NAME:WIDTHxHEIGHT:KBPS"; empty: no
+    # ladder, every subscriber gets the studio's own encoding. Transcoded once where the stream
+    # is published, pulled by other relays only while one of their subscribers needs the layer.
+    ladder: list[str] = []
+    layer_linger_s: float = 15.0  # a layer nobody has used this long stops (transcoder or pull)
     switch_after_ms: float = 150.0  # upstream silent this long: switch to the warm standby upstream

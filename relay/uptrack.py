@@ -34,6 +34,7 @@ class UpTrack:
         self.last_seq: int | None = None
         self.downtracks: list = []
         self.waiting = 0  # downtracks waiting for a keyframe
+        self.switchers: list = []  # downtracks of another layer moving here at our next keyframe
         self.sr: tuple[int, int] | None = None  # upstream (ntp, rtp) mapping
         self.packets_in = 0
         self.last_packet_at = 0.0
@@ -125,10 +126,14 @@ class UpTrack:
             return
         elif self._joining and self.kind == "video":
             return  # not yet at a frame boundary on the new path
-        if (self.waiting or self._kf_pending) and self._is_keyframe is not None:
+        if (self.waiting or self._kf_pending or self.switchers) and self._is_keyframe is not None:
             keyframe = self._is_keyframe(payload)
             if keyframe:
                 self._kf_pending = False
+                if self.switchers:
+                    for dt in self.switchers:
+                        dt.land(self)  # joins our downtracks, anchors on this very packet below
+                    self.switchers.clear()
         else:
             keyframe = True
         send_time = abs_send_time()  # once per packet, for every subscriber
@@ -213,6 +218,8 @@ class UpTrack:
             asyncio.ensure_future(self._requester())
 
     def close(self) -> None:
+        for dt in list(self.switchers):
+            dt.cancel_switch()
         if self._kf_timer is not None:
             self._kf_timer.cancel()
             self._kf_timer = None
