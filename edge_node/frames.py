@@ -8,6 +8,7 @@ the next ones refer to it, so nothing is delivered until the next keyframe.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from relay.rtp import vp8_descriptor_length, vp8_picture_id
@@ -15,14 +16,18 @@ from relay.rtp import vp8_descriptor_length, vp8_picture_id
 OnFrame = Callable[[bytes, int, bool], None]  # (VP8 frame, RTP timestamp, keyframe)
 
 
+REORDER_WAIT_S = 0.3  # a missing packet is waited for this long (a NACK's retransmission)
+REORDER_SPAN = 1024  # packets ahead of the next expected one that may be held
+NEED_KEY_EVERY_S = 1.0  # while frames are skipped for want of a keyframe, ask again this often
+
+
 class Vp8Frames:
-    def __init__(self, on_frame: OnFrame) -> None:
+    def __init__(self, on_frame: OnFrame, on_need_key: Callable[[], None] | None = None) -> None:
         self.on_frame = on_frame
-        self._parts: list[bytes] = []
-        self._frame_ts: int | None = None
-        self._next_seq: int | None = None
-        self._frame_ok = False
-        self._frame_pid: int | None = None
+        self.on_need_key = on_need_key  # asks the sender for a keyframe (a PLI), rate-limited
+        self._asked_at = 0.0
+        self._buf: dict[int, tuple[int, int, bytes, float]] = {}  # seq -> (ts, marker, payload, arrival)
+        self._next_seq: int | None = None  # the first packet not yet assembled
         self._last_pid: int | None = None
         self._last_ts: int | None = None  # RTP timestamp of the last frame delivered
         self._need_key = True
@@ -32,8 +37,7 @@ class Vp8Frames:
     def new_segment(self) -> None:
         """A path switch: a new sequence line (frames continue by picture id)."""
         self._next_seq = None
-        self._frame_ts = None
-        self._parts = []
+        self._buf.clear()
 
     def new_source(self) -> None:
         """Another programme: its picture ids start a new line, and decoding needs its keyframe."""
@@ -46,43 +50,111 @@ class Vp8Frames:
         self._need_key = True
 
     def packet(self, seq: int, ts: int, marker: int, payload: bytes) -> None:
-        if self._next_seq is not None and seq != self._next_seq:
-            if ((seq - self._next_seq) & 0xFFFF) >= 0x8000:
-                return  # late or duplicate
-            self._frame_ok = False  # a packet is missing: this frame cannot be used
-        self._next_seq = (seq + 1) & 0xFFFF
-        if ts != self._frame_ts:
-            if self._frame_ts is not None:
-                self._need_key = True  # the previous frame never saw its marker
-            self._frame_ts = ts
-            self._parts = []
-            self._frame_ok = bool(payload) and bool(payload[0] & 0x10) and not payload[0] & 0x07
-            self._frame_pid = vp8_picture_id(payload)
-        pos = vp8_descriptor_length(payload)
-        if pos < 0:
-            self._frame_ok = False
-            return
-        self._parts.append(payload[pos:])
-        if not marker:
-            return
-        data = b"".join(self._parts)
-        ok = self._frame_ok
-        self._parts = []
-        self._frame_ts = None
-        if not ok:
+        """Take one RTP packet, in any order: a frame is assembled once all its packets are here.
+
+        A missing packet is waited for up to REORDER_WAIT_S (its retransmission after a NACK),
+        then the frame is given up and decoding waits for a keyframe.
+        """
+        now = time.monotonic()
+        if self._next_seq is None:
+            self._next_seq = seq
+        d = (seq - self._next_seq) & 0xFFFF
+        if d >= 0x8000:
+            return  # older than what was assembled: late or duplicate
+        if d > REORDER_SPAN:
+            self._give_up()  # far ahead: a new line (a path switch the caller did not announce)
+            self._next_seq = seq
+        self._buf[seq] = (ts, marker, payload, now)
+        self._drain(now)
+
+    def _drain(self, now: float) -> None:
+        buf = self._buf
+        while buf and self._next_seq is not None:
+            seq = self._next_seq
+            first = buf.get(seq)
+            if first is None or not self._starts_frame(first[2]):
+                if first is not None or now - min(e[3] for e in buf.values()) > REORDER_WAIT_S:
+                    self._skip_to_next_frame()  # not a frame's start, or its packets are lost
+                    continue
+                return
+            parts, s, end = [], seq, None
+            while True:
+                e = buf.get(s)
+                if e is None or e[0] != first[0]:
+                    break
+                parts.append(e[2])
+                if e[1]:
+                    end = s
+                    break
+                s = (s + 1) & 0xFFFF
+            if end is None:
+                if now - first[3] > REORDER_WAIT_S:
+                    self._skip_to_next_frame()
+                    continue
+                return  # a packet of this frame is still on its way
+            for i in range(((end - seq) & 0xFFFF) + 1):
+                buf.pop((seq + i) & 0xFFFF, None)
+            self._next_seq = (end + 1) & 0xFFFF
+            self._assembled(parts, first[0])
+
+    @staticmethod
+    def _starts_frame(payload: bytes) -> bool:
+        return bool(payload) and bool(payload[0] & 0x10) and not payload[0] & 0x07
+
+    def _skip_to_next_frame(self) -> None:
+        """Give up the frame at the head: drop up to the next packet that starts a frame."""
+        self._need_key = True
+        self.skipped += 1
+        self._ask()
+        buf = self._buf
+        seq = self._next_seq
+        head_ts = buf[seq][0] if seq in buf else None
+        for _ in range(REORDER_SPAN + 1):
+            buf.pop(seq, None)
+            seq = (seq + 1) & 0xFFFF
+            e = buf.get(seq)
+            if e is not None and self._starts_frame(e[2]) and e[0] != head_ts:
+                break
+            if not buf:
+                break
+        else:
+            buf.clear()  # nothing held starts a frame: start afresh with the next packet
+            seq = None
+        self._next_seq = seq
+
+    def _give_up(self) -> None:
+        if self._buf:
             self._need_key = True
-            self.skipped += 1
-            return
+        self._buf.clear()
+
+    def _assembled(self, parts: list[bytes], ts: int) -> None:
+        pid = vp8_picture_id(parts[0])
+        chunks = []
+        for payload in parts:
+            pos = vp8_descriptor_length(payload)
+            if pos < 0:
+                self._need_key = True
+                self.skipped += 1
+                return
+            chunks.append(payload[pos:])
+        data = b"".join(chunks)
         keyframe = bool(data) and not data[0] & 0x01
-        if not self._in_order(self._frame_pid, ts, keyframe):
+        if not self._in_order(pid, ts, keyframe):
             self.skipped += 1
             return
         if self._need_key and not keyframe:
             self.skipped += 1
+            self._ask()
             return
         self._need_key = False
         self.frames += 1
         self.on_frame(data, ts, keyframe)
+
+    def _ask(self) -> None:
+        now = time.monotonic()
+        if self.on_need_key is not None and now - self._asked_at > NEED_KEY_EVERY_S:
+            self._asked_at = now
+            self.on_need_key()
 
     def _in_order(self, pid: int | None, ts: int, keyframe: bool) -> bool:
         last_ts, self._last_ts = self._last_ts, ts

@@ -56,6 +56,8 @@ class LayerControl:
         self._last_up = 0.0
         self._pending_since = 0.0
         self._reports = 0
+        self._lossy_reports = 0  # lossy reports in a row on the lowest layer
+        self._judge_from = 0  # receiver reports up to this one describe an earlier layer
         self._octets = 0
         self._octets_at = time.monotonic()
         self._rate_kbps = 0.0
@@ -122,21 +124,27 @@ class LayerControl:
             self._rate_kbps = (sent - self._octets) * 8 / 1000 / (now - self._octets_at)
             self._octets, self._octets_at = sent, now
         if self.target != self.level:
-            if dt.pending is None and not dt.suspended and self._landed(dt):
+            if self._landed(dt):
                 self._record(self.level, self.target)
                 self.level = self.target
                 self.core.hold_only(self, self.base, self.layer)  # the layer we left may stop
+                # the next report still covers packets of the old layer: judge from the one after
+                self._judge_from = dt.reports + 1
+                self._clean_since = now
             elif now - self._pending_since > PENDING_TIMEOUT_S:
                 log.info("%s: layer %s did not start within %.0f s; staying on %s", self.session.subject,
                          self._name(self.target), PENDING_TIMEOUT_S, self.layer)
                 dt.cancel_switch()
                 self.target = self.level
             return
-        new_report = dt.reports != self._reports
+        new_report = dt.reports != self._reports and dt.reports > self._judge_from
         self._reports = dt.reports
         if not self.adapt or self.audio_only:
             return
         loss = dt.fraction_lost / 256 if new_report else 0.0
+        if new_report:
+            log.debug("%s: report %d on %s: loss %.0f%%, sent %.0f kbps", self.session.subject, dt.reports,
+                      self.layer, loss * 100, self._rate_kbps)
         if self.level >= len(self.names):  # audio only: the audio track's reports are the signal
             audio = next((d for d in self.session.downtracks if d is not dt), None)
             loss = audio.fraction_lost / 256 if audio is not None else 0.0
@@ -147,6 +155,13 @@ class LayerControl:
             got_kbps = self._rate_kbps * (1 - loss)
             fit = next((i for i in range(self.level + 1, len(self.names)) if self.kbps[i] + AUDIO_KBPS <= 0.9 * got_kbps),
                        len(self.names))
+            if self.level == len(self.names) - 1:
+                # the lowest layer: only a loss that lasts takes the picture away
+                self._lossy_reports += 1
+                if self._lossy_reports < 2:
+                    return
+            elif fit >= len(self.names):
+                fit = len(self.names) - 1  # audio only is never more than one step away
             if now - self._last_up < PROBE_S:
                 self.stable_s = min(self.stable_s * 2, STABLE_MAX_S)  # that step up was premature
                 fit = min(fit, self.level + 1)
@@ -156,6 +171,8 @@ class LayerControl:
                 self._last_down = now
                 self._go(level, f"loss {loss * 100:.0f}% at {self._rate_kbps:.0f} kbps")
             return
+        if new_report:
+            self._lossy_reports = 0
         if new_report and loss > CLEAN_LOSS:
             self._clean_since = now
             return
@@ -171,7 +188,8 @@ class LayerControl:
     def _landed(self, dt) -> bool:
         if self.target >= len(self.names):
             return dt.suspended
-        return dt.up is self.core.layer_up(self.base, self.names[self.target]) and dt.started
+        return (dt.pending is None and not dt.suspended and dt.started
+                and dt.up is self.core.layer_up(self.base, self.names[self.target]))
 
     def _name(self, level: int) -> str:
         return "audio" if level >= len(self.names) else self.names[level]

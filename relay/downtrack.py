@@ -9,6 +9,10 @@ from .rtpout import RtpFeedback, RtpOutput
 from .uptrack import UpTrack
 
 KEYFRAME_RETRY_S = 1.0  # while waiting for a keyframe, re-ask upstream this often
+NACK_MIN_INTERVAL_S = 0.1  # a packet is retransmitted again only after this long
+NACK_MAX_TRIES = 3
+RTX_SHARE = 0.25  # retransmissions per second at most this share of the packets sent in the last one
+RTX_MIN_PER_S = 10
 CATCH_UP_S = 0.6  # a woken standby replays this much recent video instead of waiting for a keyframe
 
 
@@ -29,6 +33,12 @@ class DownTrack(RtpFeedback):
         self._previous_arrival = 0.0
         self._paused_at = 0.0
         self.retransmits = 0
+        self.nacks_ignored = 0  # repeated requests for a packet just retransmitted (or tried enough)
+        self._first_out_seq = 0  # the first packet sent since the last anchor
+        self._rtx_window_at = 0.0
+        self._rtx_window_packets = 0
+        self._rtx_budget = RTX_MIN_PER_S
+        self._nacked: dict[int, tuple[float, int]] = {}  # out seq -> (last retransmission, tries)
         self.caught_up = 0  # packets replayed when a standby was woken
         self.keyframe_requests = 0
         self.fraction_lost = 0
@@ -66,6 +76,7 @@ class DownTrack(RtpFeedback):
         last = self._previous_arrival
         gap = int((now - last) * self.up.clock_rate) if (self.sent_any and last) else 0
         self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
+        self._first_out_seq = (self.last_seq + 1) & 0xFFFF
         self.ts_offset = (self.last_ts + max(gap, 1) - ts) & 0xFFFFFFFF
         self.started = True
         self.continuing = False
@@ -184,14 +195,38 @@ class DownTrack(RtpFeedback):
         self.up.request_keyframe()
 
     def on_nack(self, seqs: list[int]) -> None:
+        """Retransmit what the subscriber lost; each packet at most NACK_MAX_TRIES times and not
+        again within NACK_MIN_INTERVAL_S (receivers repeat their whole missing list on every
+        NACK: answering each one would multiply the traffic on a link already losing packets)."""
         if not self.started:
             return
+        now = time.monotonic()
+        sent = self._nacked
+        if len(sent) > 4096:
+            sent.clear()
+        if now - self._rtx_window_at >= 1.0:
+            # retransmissions may add at most RTX_SHARE of what was sent in the last second: on a
+            # congested link they would otherwise add to the congestion that lost the packets
+            self._rtx_budget = max(RTX_MIN_PER_S, int(RTX_SHARE * (self.output.packets - self._rtx_window_packets)))
+            self._rtx_window_at, self._rtx_window_packets = now, self.output.packets
+        first = self._first_out_seq
         for out_seq in seqs:
+            if (out_seq - first) & 0xFFFF >= 0x8000:
+                continue  # sent before the last re-anchor (another layer or upstream): not in our history
+            last = sent.get(out_seq)
+            if last is not None and (last[1] >= NACK_MAX_TRIES or now - last[0] < NACK_MIN_INTERVAL_S):
+                self.nacks_ignored += 1
+                continue
+            if self._rtx_budget <= 0:
+                self.nacks_ignored += 1
+                continue
             entry = self.up.lookup((out_seq - self.seq_offset) & 0xFFFF)
             if entry is not None:
+                self._rtx_budget -= 1
                 _, ts, marker, payload, _ = entry
                 if self.output.send(out_seq, (ts + self.ts_offset) & 0xFFFFFFFF, marker, payload):
                     self.retransmits += 1
+                    sent[out_seq] = (now, last[1] + 1 if last else 1)
 
     def on_receiver_report(self, fraction_lost: int, jitter: int, packets_lost: int) -> None:
         self.reports += 1

@@ -147,7 +147,7 @@ class Transcoder:
         self.top = top_up
         self.layers: dict[str, _Layer] = {}
         self.loop = loop or asyncio.get_event_loop()
-        self.frames = Vp8Frames(self._on_frame)
+        self.frames = Vp8Frames(self._on_frame, top_up.request_keyframe)
         self.decoded = 0
         self.skipped = 0  # frames not encoded because the worker fell behind
         self.last_ts = 0

@@ -72,8 +72,11 @@ def decode_code_strip(y_plane: np.ndarray) -> tuple[int, int]:
 class PatternGenerator:
     """Makes yuv420p frames of the test pattern."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, busy: bool = False) -> None:
         self.width, self.height = width, height
+        # busy: a band of fresh noise in every frame, so the encoder spends its whole bitrate
+        # (as a real camera's picture does; the plain pattern compresses to a fraction of it)
+        self._rng = np.random.default_rng(7) if busy else None
         xs = np.arange(width, dtype=np.uint16)
         self._ramp = ((xs * 200) // max(width - 1, 1) + 16).astype(np.uint8)
         self._u = np.full((height // 2, width // 2), 128, np.uint8)
@@ -93,6 +96,9 @@ class PatternGenerator:
         bits = encode_code_strip(frame_no, int(capture_time * 1000))
         strip = np.repeat(np.array(bits, np.uint8) * 219 + 16, cell)
         y[h - cell :, : len(strip)] = strip
+        if self._rng is not None:
+            top, bottom = h // 3, h // 3 + h // 12
+            y[top:bottom, :] = self._rng.integers(96, 160, (bottom - top, w), dtype=np.uint8)
         u = self._u.copy()
         u[:, : (bar // 2)] = 100
         data = np.concatenate([y.reshape(-1), u.reshape(-1), self._v.reshape(-1)])
@@ -186,7 +192,8 @@ class Studio:
         self.bitrate = bitrate
         self.ice_servers = ice_servers or []
         # the picture: the test pattern, or a camera's recording (a hall's floor from a file)
-        self.pattern = PatternGenerator(width, height) if source in ("", "test") else FileCamera(source, width, height)
+        self.pattern = (PatternGenerator(width, height, busy=source == "busy") if source in ("", "test", "busy")
+                        else FileCamera(source, width, height))
         self.force_keyframe = True
         self.frames_sent = 0
         self.frames_dropped = 0  # capture slots skipped because the studio was starved of CPU

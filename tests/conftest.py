@@ -58,9 +58,8 @@ async def start_relay(verifier):
     started: list[RunningRelay] = []
 
     async def _start(relay_id: str = "origin-1", role: str = "origin", port: int | None = None, **kw) -> RunningRelay:
-        settings = RelaySettings(
-            id=relay_id, role=role, port=port or free_port(), ice_addresses=["127.0.0.1"], **kw
-        )
+        kw.setdefault("ice_addresses", ["127.0.0.1"])
+        settings = RelaySettings(id=relay_id, role=role, port=port or free_port(), **kw)
         app = make_app(settings, verifier)
         runner = web.AppRunner(app)
         await runner.setup()

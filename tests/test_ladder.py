@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
+
+from diemcau import netns
 
 from edge_node.frames import Vp8Frames, vp8_keyframe_size
 from relay.agent import RelayAgent
@@ -162,3 +168,143 @@ async def test_a_regional_relay_pulls_only_the_layers_its_subscribers_need(start
         await task
         for ag in agents:
             await ag.stop()
+
+
+async def _probe_lines(proc, lines: list) -> None:
+    while True:
+        raw = await proc.stdout.readline()
+        if not raw:
+            return
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            pass
+
+
+@pytest.mark.timeout(180)
+async def test_a_hall_behind_a_400_kbit_link_steps_down_keeps_its_audio_and_climbs_back(start_relay, signer):
+    why = netns.available()
+    if why:
+        pytest.skip(why)
+    ns = netns.Netns("dc-ladder", "10.77.0.1", "10.77.0.2").create()
+    relay = await start_relay(ladder=["180p:320x180:200"], ice_addresses=["127.0.0.1", "10.77.0.1"])
+    site = web.TCPSite(relay.runner, "10.77.0.1", relay.settings.port)
+    await site.start()
+    # the studio's picture is busy enough to use its whole 900 kbps (the plain pattern would not)
+    studio, task = await start_studio(relay.url, signer, width=640, height=360, fps=25, bitrate=900_000, source="busy")
+    a = Watch()
+    lines: list[dict] = []
+    proc = reader = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_for(lambda: "programme" in relay.core.sources and relay.core.sources["programme"].live, 10,
+                           what="publish")
+            sa = WhepSubscriber(f"{relay.url}/whep/programme", signer.mint("hall-a", "programme", "sub", 600), a.sinks)
+            await sa.connect(http)
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", ns.name, sys.executable, "-m", "tests.netprobe",
+                f"http://10.77.0.1:{relay.settings.port}/whep/programme", signer.mint("hall-b", "programme", "sub", 600),
+                "10.77.0.2", "120", stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+            reader = asyncio.ensure_future(_probe_lines(proc, lines))
+
+            def control(subject):
+                return next((s.control for s in relay.core.subscribers.values() if s.subject == subject), None)
+
+            def size_b():
+                return tuple(lines[-1]["size"]) if lines and lines[-1].get("size") else None
+
+            await wait_for(lambda: size_b() == (640, 360) and a.size == (640, 360), 20, what="the top layer at both halls")
+            await asyncio.sleep(3)
+            mark = lines[-1]
+            await asyncio.sleep(2)
+            top_kbps = (lines[-1]["video_bytes"] - mark["video_bytes"]) * 8 / 1000 / (lines[-1]["t"] - mark["t"])
+            print(f"top layer arrives at {top_kbps:.0f} kbps")
+            assert top_kbps > 500, "the studio's top layer must not fit the cap for this test to mean anything"
+            assert control("hall-b").layer == "top" and control("hall-a").layer == "top"
+
+            # the hall's link is capped at 400 kbit/s
+            ns.cap(400)
+            t_cap = time.monotonic()
+            await wait_for(lambda: control("hall-b").target != 0, 5, what="hall-b's layer to drop")
+            decided = time.monotonic() - t_cap
+            await wait_for(lambda: size_b() == (320, 180), 5, what="the 180p layer at hall-b")
+            landed = time.monotonic() - t_cap
+            print(f"capped: step down decided after {decided * 1000:.0f} ms, 180p on screen after {landed * 1000:.0f} ms "
+                  f"({control('hall-b').reason})")
+            assert decided <= 2.0
+            # steady under the cap: the audio is continuous, the picture goes on
+            await asyncio.sleep(0.5)
+            n0, f0 = len(lines), lines[-1]["frames"]
+            await asyncio.sleep(2.5)
+            gaps = [x["audio_gap_ms"] for x in lines[n0:]]
+            fps = (lines[-1]["frames"] - f0) / 2.5
+            print(f"under the cap: longest audio gap {max(gaps)} ms, {fps:.1f} frames/s")
+            assert max(gaps) <= 120 and fps >= 15
+            # it tries the top layer again now and then; while the cap holds, it comes straight back
+            await wait_for(lambda: len(control("hall-b").switches) >= 3, 15, what="a step up tried and undone")
+            sw = control("hall-b").switches
+            print(f"under the cap, a step up tried: {sw[-2][1]}->{sw[-2][2]} then {sw[-1][1]}->{sw[-1][2]} "
+                  f"after {float(sw[-1][0]) - float(sw[-2][0]):.1f} s ({sw[-1][3]}); audio gaps meanwhile "
+                  f"{max(x['audio_gap_ms'] for x in lines[n0:])} ms at most")
+            assert sw[-1][2] == "180p"
+            # the other hall kept its layer
+            assert control("hall-a").layer == "top" and a.size == (640, 360)
+
+            # the cap is lifted: it climbs back
+            ns.uncap()
+            t_lift = time.monotonic()
+            await wait_for(lambda: size_b() == (640, 360), 20, what="hall-b back on the top layer")
+            climbed = time.monotonic() - t_lift
+            print(f"cap lifted: top layer back after {climbed:.1f} s; switches {control('hall-b').switches}")
+            assert climbed <= 15
+
+            # 10 % random loss on the hall's link: the picture keeps decoding (NACK/retransmission)
+            ns.loss(10)
+            await asyncio.sleep(1)
+            f0, t0 = lines[-1]["frames"], lines[-1]["t"]
+            await asyncio.sleep(6)
+            fps = (lines[-1]["frames"] - f0) / (lines[-1]["t"] - t0)
+            print(f"10% loss: {fps:.1f} frames/s complete, layer {control('hall-b').layer}")
+            assert fps >= 10
+            ns.clear_loss()
+            await sa.close(http)
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if reader is not None:
+            reader.cancel()
+        ns.destroy()
+        studio.stop()
+        await task
+
+
+def test_frames_are_assembled_from_packets_out_of_order_and_late_retransmissions():
+    got = []
+    asked = []
+    frames = Vp8Frames(lambda data, ts, key: got.append((ts, key, len(data))), lambda: asked.append(1))
+    pkts = []
+    seq = 100
+    for n, ts in enumerate((1000, 4000, 7000)):
+        body = vp8_payloads((b"\x00" if n == 0 else b"\x01") + bytes(2500), n + 1)  # three packets each
+        for i, p in enumerate(body):
+            pkts.append((seq, ts, int(i == len(body) - 1), p))
+            seq += 1
+    assert len(pkts) == 9
+    late = pkts.pop(4)  # the second frame's middle packet is lost, and retransmitted after the third frame
+    order = [pkts[0], pkts[2], pkts[1], *pkts[3:], late]  # and two packets of the first frame arrive swapped
+    for p in order:
+        frames.packet(*p)
+    assert [g[0] for g in got] == [1000, 4000, 7000] and got[0][1] and not got[1][1]
+    assert frames.skipped == 0 and not asked
+    # a packet that never comes: the frame is given up after the wait, and a keyframe is asked for
+    frames2 = Vp8Frames(lambda data, ts, key: got.append(ts), lambda: asked.append(1))
+    for p in pkts[:3]:
+        frames2.packet(*p)
+    for p in pkts[3:5]:  # frame two lacks a packet, then frame three
+        frames2.packet(*p)
+    time.sleep(0.35)
+    frames2.packet(*pkts[5])
+    frames2.packet(*pkts[6])
+    frames2.packet(*pkts[7])
+    assert frames2.skipped >= 1 and asked
