@@ -96,6 +96,7 @@ class RelayStats(msgspec.Struct, omit_defaults=True):
     cpu_pct: float = 0.0
     layers: dict[str, list[str]] = {}  # adapting subscriber (hall) -> [layer, reason of the last switch]
     transcoding: list[str] = []  # ladder layers this relay encodes (where the studio publishes)
+    ladder: list[str] = []  # the layers this relay offers, highest first ("top" is the studio's own)
 
 
 class Heartbeat(Msg, tag="hb"):
@@ -120,6 +121,14 @@ class Welcome(Msg, tag="welcome"):
     heartbeat_ms: int
 
 
+class LayerPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """An operator's bounds on a hall's layer of the bitrate ladder ("" : no bound)."""
+
+    floor: str = ""  # the lowest layer the hall may get (below it: still this layer, never audio only)
+    ceiling: str = ""  # the highest layer
+    audio_only: bool = False
+
+
 class Assign(Msg, tag="assign"):
     """Tells a hall or relay where to subscribe from (WHEP) and with which token."""
 
@@ -135,6 +144,7 @@ class Assign(Msg, tag="assign"):
     hitless: bool | None = None  # halls: both paths carry the media and are merged; None: keep the hall's setting
     session: str = ""  # halls: the live session they take part in ("" : the default programme)
     session_title: str = ""
+    layer: LayerPolicy | None = None  # halls: the operator's layer bounds; None: keep what it has
 
 
 class SwitchSource(Msg, tag="switch_source"):

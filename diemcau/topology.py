@@ -44,6 +44,9 @@ class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     ice_addresses: list[str] = []
     stream: str = "programme"
+    # lower layers of the bitrate ladder, highest first ("NAME:WIDTHxHEIGHT:KBPS"); the top is the
+    # studio's own encoding. Transcoded at the origins only while some hall needs a layer.
+    ladder: list[str] = []
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -143,6 +146,12 @@ def load_profile(name_or_path: str | Path = "local") -> Profile:
     if not any(r.role == "origin" for r in relays):
         raise ConfigError(f"{path}: the profile needs at least one relay with role = 'origin'")
     assert isinstance(deployment, Deployment)
+    from relay.ladder import parse_ladder
+
+    try:
+        parse_ladder(deployment.ladder)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [deployment] ladder: {exc}") from None
     return Profile(deployment=deployment, relays=relays)
 
 

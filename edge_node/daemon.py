@@ -149,6 +149,9 @@ class HallDaemon:
                 self.local.core.expected.add(self.s.local_stream)
             if msg.hitless is not None:
                 self.paths.set_hitless(msg.hitless)
+            if msg.layer is not None:
+                self.paths.set_layer_policy({"floor": msg.layer.floor, "ceiling": msg.layer.ceiling,
+                                             "audio_only": msg.layer.audio_only})
             self.paths.assign(msg)
 
     def _hello(self) -> m.Hello:

@@ -74,6 +74,12 @@ class HitlessBody(msgspec.Struct, forbid_unknown_fields=True):
     on: bool
 
 
+class LayerBody(msgspec.Struct, forbid_unknown_fields=True):
+    floor: str = ""  # "" : no floor (adaptation may go down to audio only)
+    ceiling: str = ""  # "" : no ceiling (the studio's own encoding, "top", when the link allows)
+    audio_only: bool = False
+
+
 class DrainBody(msgspec.Struct, forbid_unknown_fields=True):
     drain: bool = True
 
@@ -541,6 +547,28 @@ class Api:
                                       if body.on else "hitless off: the standby path is parked", actor=p.user)
         return web.json_response({"hall": hall, "hitless": body.on, "status": "accepted"}, status=202)
 
+    async def hall_layer(self, request: web.Request) -> web.Response:
+        """Bound a hall's layer of the bitrate ladder (floor, ceiling) or make it audio only."""
+        p, hall = await self._operator_on_hall(request)
+        body = await read_json(request, LayerBody, 1024)
+        ladders = [s.get("ladder") for s in (await self.st.store.stats()).values() if s.get("ladder")]
+        if not ladders:
+            raise Problem(409, "no relay has a bitrate ladder (relay setting ladder): there are no layers to choose")
+        names = max(ladders, key=len)
+        for key in ("floor", "ceiling"):
+            value = getattr(body, key)
+            if value and value not in names:
+                raise Problem(422, f"{key} must be one of {', '.join(names)} (or empty for none), not {value!r}")
+        if body.floor and body.ceiling and names.index(body.ceiling) > names.index(body.floor):
+            raise Problem(422, f"ceiling {body.ceiling} is below floor {body.floor}")
+        async with self._locked(hall, p.user):
+            await self.st.store.set_layer_policy(hall, body.floor, body.ceiling, body.audio_only, p.user)
+            what = ("audio only" if body.audio_only else
+                    f"floor {body.floor or 'none'}, ceiling {body.ceiling or 'none'}")
+            await self.st.store.event("operator_layer", hall, what, actor=p.user)
+        return web.json_response({"hall": hall, "floor": body.floor, "ceiling": body.ceiling,
+                                  "audio_only": body.audio_only, "layers": names, "status": "accepted"}, status=202)
+
     async def drain_relay(self, request: web.Request) -> web.Response:
         """Empty a relay (its halls and relays move, make-before-break) or put it back in service."""
         p = await authenticate(request, self.accounts, "operator")
@@ -766,6 +794,7 @@ ROUTES = [
     ("POST", "/api/v1/source", "switch_source", "operator"),
     ("POST", "/api/v1/halls/{hall}/move", "move_hall", "operator"),
     ("POST", "/api/v1/halls/{hall}/hitless", "hall_hitless", "operator"),
+    ("POST", "/api/v1/halls/{hall}/layer", "hall_layer", "operator"),
     ("POST", "/api/v1/halls/{hall}/player", "hall_player", "operator"),
     ("GET", "/api/v1/floor", "floor", "viewer"),
     ("POST", "/api/v1/floor", "give_floor", "operator"),

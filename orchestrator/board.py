@@ -36,9 +36,9 @@ def hall_state(connected: bool, age_ms: int, stats: dict, dark_after_ms: int, as
 
 
 async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettings) -> dict:
-    nodes, conn, seen, assign, stats, drained, head = await asyncio.gather(
+    nodes, conn, seen, assign, stats, drained, head, policies = await asyncio.gather(
         store.nodes(), store.connected(), store.last_seen(), store.assignments(), store.stats(),
-        store.drained(), store.last_event_id(),
+        store.drained(), store.last_event_id(), store.layer_policies(),
     )
     now = now_ms()
     rates = sorted(s.get("fps", 0.0) for h, s in stats.items() if s.get("state") == "receiving" and h in seen
@@ -48,6 +48,9 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
     for h in halls:
         st = stats.get(h.id, {})
         age = now - seen[h.id] if h.id in seen else 10**9
+        # its layer of the ladder, as the relay serving it reports (with the reason for the last switch)
+        layer, reason = (stats.get(st.get("relay", ""), {}).get("layers", {}).get(h.id) or ["", ""])[:2]
+        policy = policies.get(h.id, {})
         hall_rows.append(
             {
                 "id": h.id,
@@ -64,8 +67,13 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
                 "last_seen_ms": age if age < 10**9 else None,
                 **{k: v for k, v in st.items() if k != "state"},
                 "media_state": st.get("state", "idle"),
+                "layer": layer,
+                "layer_reason": reason,
+                "layer_policy": {k: policy[k] for k in ("floor", "ceiling", "audio_only") if k in policy},
             }
         )
+        if layer == "audio" and hall_rows[-1]["state"] in ("on_air", "degraded", "on_backup"):
+            hall_rows[-1]["state"] = "audio_only"
     hall_ids = {h.id for h in halls}
     relay_rows = []
     for node, info in sorted(nodes.items()):

@@ -49,6 +49,7 @@ class ControlHub:
         self.rejected_messages = 0
         self._listener: asyncio.Task | None = None
         self._feed_switch_seen: dict[str, float] = {}
+        self._layers: dict[str, dict[str, str]] = {}  # relay -> hall -> the layer it last reported
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -184,6 +185,17 @@ class ControlHub:
         if cleared:
             await self.store.event("qoe_clear", node, f"{', '.join(cleared)} cleared")
 
+    async def _log_layers(self, node: str, layers: dict[str, list[str]]) -> None:
+        """A hall's layer changed at this relay: one event with the reason (from, to, why)."""
+        seen = self._layers.setdefault(node, {})
+        for hall, (layer, reason, *_) in layers.items():
+            before = seen.get(hall)
+            seen[hall] = layer
+            if ":" in hall or before == layer:
+                continue  # a console or player page; or no change
+            if before is not None or layer != "top":
+                await self.store.event("layer", hall, f"{before or 'top'} -> {layer} at {node}: {reason}")
+
     async def _log_feed_switches(self, node: str, switches: list[list[str]]) -> None:
         last = self._feed_switch_seen.get(node, 0.0)
         for t, frm, to, reason in switches:
@@ -224,6 +236,11 @@ class ControlHub:
             if isinstance(msg, m.Heartbeat):
                 self.heartbeats += 1
                 stats = msg.hall if msg.hall is not None else msg.relay
+                if msg.relay is not None and (msg.relay.layers or node in self._layers):
+                    try:
+                        await self._log_layers(node, msg.relay.layers)
+                    except (redis_errors.RedisError, OSError) as exc:
+                        log.warning("cannot log layer changes at %s (Redis: %s)", node, exc)
                 if msg.relay is not None and msg.relay.feed_switches:
                     try:
                         await self._log_feed_switches(node, msg.relay.feed_switches)

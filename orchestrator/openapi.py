@@ -50,6 +50,7 @@ def openapi_document() -> dict:
                 "post": _op("Put the primary or backup studio feed on air", {"200": _json("Switched"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "503": _ERR}, body="SourceSwitch"),
             },
             "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
+            "/api/v1/halls/{hall}/layer": {"post": _op("Bound a hall's layer of the bitrate ladder, or make it audio only", {"202": _json("Layer"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="LayerBody", params=[hall_param])},
             "/api/v1/halls/{hall}/hitless": {"post": _op("Hitless mode for a hall: both paths carry the programme, merged frame by frame", {"202": _json("Hitless"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="HitlessBody", params=[hall_param])},
             "/api/v1/halls/{hall}/player": {"post": _op("The hall's projector page address, with a media token for its programme", {"200": _json("Player"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="PlayerBody", params=[hall_param])},
             "/api/v1/floor": {
@@ -124,6 +125,8 @@ def openapi_document() -> dict:
                                                 "stream": {"type": "string"}, "halls": {"type": "array", "items": {"type": "string"}}}},
                 "PlayerBody": {"type": "object", "additionalProperties": False, "properties": {"ttl_s": {"type": "integer", "minimum": 60, "maximum": 1209600}}},
                 "Player": {"type": "object", "properties": {"hall": {"type": "string"}, "url": {"type": "string"}, "expires_in": {"type": "integer"}}},
+                "LayerBody": {"type": "object", "additionalProperties": False, "properties": {"floor": {"type": "string", "maxLength": 16}, "ceiling": {"type": "string", "maxLength": 16}, "audio_only": {"type": "boolean"}}},
+                "Layer": {"type": "object", "properties": {"hall": {"type": "string"}, "floor": {"type": "string"}, "ceiling": {"type": "string"}, "audio_only": {"type": "boolean"}, "layers": {"type": "array", "items": {"type": "string"}}, "status": {"type": "string"}}},
                 "HitlessBody": {"type": "object", "additionalProperties": False, "required": ["on"], "properties": {"on": {"type": "boolean"}}},
                 "Hitless": {"type": "object", "properties": {"hall": {"type": "string"}, "hitless": {"type": "boolean"}, "status": {"type": "string"}}},
                 "Revoke": {"type": "object", "additionalProperties": False,

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from diemcau.messages import Assign, Floor, FloorPublish, Forward, Msg, Unassign
+from diemcau.messages import Assign, Floor, FloorPublish, Forward, LayerPolicy, Msg, Unassign
 from diemcau.programme import resolve_halls
 from diemcau.tokens import MediaTokenSigner
 from diemcau.topology import Hall, Profile
@@ -48,6 +48,7 @@ class Planner:
         self.live_streams: set[str] = set()  # live sessions' streams other than the default programme
         self.floor_state: tuple[str, str, str, int] | None = None  # (speaker, floor stream, its relay, given at ms)
         self.hitless: dict[str, bool] = {}  # operators' hitless setting per hall (Redis "hitless"), sent in Assign
+        self.layers: dict[str, LayerPolicy] = {}  # operators' layer bounds per hall (Redis "layers"), sent in Assign
         self.dead: set[str] = set()
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
@@ -112,6 +113,7 @@ class Planner:
             backup_token=self.signer.mint(node, stream, "sub", ttl, aud=backup.id) if backup else "",
             move=move,
             hitless=self.hitless.get(node),
+            layer=self.layers.get(node),
         )
 
     def _choose(self, node: str, views: list[RelayView], exclude: set[str], assign: dict | None = None,
@@ -413,6 +415,13 @@ class Planner:
         for node in changed:
             if node in assign and await self.resend(node, assign[node], views):
                 await self.store.event("hitless", node, "on" if modes[node] else "off")
+        layers = {h: LayerPolicy(v.get("floor", ""), v.get("ceiling", ""), bool(v.get("audio_only")))
+                  for h, v in (await self.store.layer_policies()).items() if h in self.halls}
+        changed = [h for h, lp in layers.items() if self.layers.get(h) != lp]
+        self.layers = layers
+        for node in changed:
+            if node in assign:
+                await self.resend(node, assign[node], views)
         for node, mv in sorted((await self.store.moves()).items()):
             await self.store.move_done(node)
             target = by_id.get(mv["relay"])

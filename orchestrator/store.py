@@ -13,6 +13,7 @@ Keys (prefix `dc:` by default):
   floor    string  JSON {hall, by, at}: the hall holding the floor (absent: nobody)
   floorq   hash  hall id -> JSON {by, at}: halls asking to speak, oldest first by `at`
   hitless  hash  hall id -> JSON {on, by, at}: an operator's hitless setting for the hall (overrides its own)
+  layers   hash  hall id -> JSON {floor, ceiling, audio_only, by, at}: an operator's bounds on the hall's ladder layer
   revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
 """
@@ -191,6 +192,14 @@ class Store:
 
     async def set_hitless(self, hall: str, on: bool, who: str) -> None:
         await self.r.hset(self.k("hitless"), hall, json.dumps({"on": on, "by": who, "at": now_ms()}))
+
+    async def layer_policies(self) -> dict[str, dict]:
+        raw = await self.r.hgetall(self.k("layers"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def set_layer_policy(self, hall: str, floor: str, ceiling: str, audio_only: bool, who: str) -> None:
+        await self.r.hset(self.k("layers"), hall, json.dumps(
+            {"floor": floor, "ceiling": ceiling, "audio_only": audio_only, "by": who, "at": now_ms()}))
 
     async def request_move(self, node: str, relay: str, who: str) -> None:
         await self.r.hset(self.k("moves"), node, json.dumps({"relay": relay, "by": who, "at": now_ms()}))

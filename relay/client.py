@@ -117,19 +117,24 @@ class WhepSubscriber:
 
     async def set_active(self, http: aiohttp.ClientSession, active: bool, timeout_s: float = 2.0) -> None:
         """Wake (or park) a standby path through the WHEP layer extension."""
+        await self.set_layer(http, {"active": active}, timeout_s)
+        self.standby = not active
+
+    async def set_layer(self, http: aiohttp.ClientSession, body: dict, timeout_s: float = 2.0) -> dict:
+        """The WHEP layer extension: wake/park the path, or bound its layer of the ladder."""
         if not self.resource:
             raise SignallingError(0, "not connected")
         try:
             async with http.post(
-                self.resource + "/layer", json={"active": active},
+                self.resource + "/layer", json=body,
                 headers={"Authorization": f"Bearer {self.token}"},
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 if resp.status != 200:
                     raise SignallingError(resp.status, (await resp.text())[:200])
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                return await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             raise SignallingError(0, f"cannot reach {self.resource}: {exc}") from None
-        self.standby = not active
 
     async def request_keyframe(self) -> None:
         inp = self.inputs.get("video")

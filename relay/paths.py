@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from diemcau.messages import Assign
 
+from .client import SignallingError
 from .follow import Follower
 from .merge import HitlessMerge
 
@@ -68,6 +69,8 @@ class DualPath:
         # hitless: both paths carry the media and are merged packet by packet (relay/merge.py)
         self.hitless = hitless
         self._merges: dict[str, HitlessMerge] = {}
+        # an operator's bounds on this hall's layer, told to each relay the paths connect to
+        self.layer_policy: dict = {}
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class DualPath:
         def on_connected(sub) -> None:
             if holder["f"] is self.active and self.on_active is not None:
                 self.on_active(holder["f"])
+            if self.layer_policy or self.hitless:
+                asyncio.ensure_future(self._apply_layer_policy(holder["f"]))
             if self.hitless and holder["f"].standby:
                 asyncio.ensure_future(holder["f"].activate())  # both paths carry the media
 
@@ -144,6 +149,29 @@ class DualPath:
             self._sinks[id(a)] = {k: self.open_sink(k, c) for k, c in self._codecs.get(id(a), {}).items()}
             asyncio.ensure_future(self.backup.park())
         log.info("hitless mode %s", "on" if on else "off")
+        for f in (self.active, self.backup):
+            asyncio.ensure_future(self._apply_layer_policy(f))
+
+    def set_layer_policy(self, policy: dict) -> None:
+        """The operator's floor/ceiling/audio-only for this hall: told to both paths' relays now
+        and to every relay they connect to later."""
+        if policy == self.layer_policy:
+            return
+        self.layer_policy = dict(policy)
+        for f in (self.active, self.backup):
+            asyncio.ensure_future(self._apply_layer_policy(f))
+
+    async def _apply_layer_policy(self, f: Follower) -> None:
+        sub, http = f.sub, f._http
+        if sub is None or http is None:
+            return
+        # hitless: both paths must carry the same frames, so neither relay adapts the layer
+        body = {**self.layer_policy, "adapt": not self.hitless}
+        try:
+            await sub.set_layer(http, body)
+        except SignallingError as exc:
+            if exc.status != 409:  # 409: that relay has no ladder
+                log.warning("layer policy to %s: %s", f.upstream, exc)
 
     def merge_stats(self) -> dict:
         return {kind: m.stats() for kind, m in self._merges.items()}

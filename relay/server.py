@@ -441,6 +441,7 @@ class RelayCore:
             "layers": {s.subject: [s.control.layer, s.control.reason] for s in self.subscribers.values()
                        if getattr(s, "control", None) is not None and s.active},
             "transcoding": sorted(f"{b}~{n}" for b, t in self.transcoders.items() for n in t.layers),
+            "ladder": self.layer_names() if self.ladder else [],
         }
 
 

@@ -308,3 +308,52 @@ def test_frames_are_assembled_from_packets_out_of_order_and_late_retransmissions
     frames2.packet(*pkts[6])
     frames2.packet(*pkts[7])
     assert frames2.skipped >= 1 and asked
+
+
+async def test_an_operator_bounds_a_halls_layer_through_the_api_and_sees_it_on_the_board(
+        start_orchestrator, start_relay, signer, secrets_dir):
+    from edge_node.daemon import HallDaemon
+    from edge_node.settings import EdgeSettings
+    from tests.tree import start_tree
+
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"),
+                            ladder=tuple(LADDER))
+    orch = tree.orch
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+
+    def row():
+        return next((r for r in orch.app["api"].board["halls"] if r["id"] == "HN-01"), {})
+
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 30 and row().get("layer") == "top", 30,
+                       what="the hall on air, on the top layer, on the board")
+        async with aiohttp.ClientSession() as http:
+            h = {"Authorization": f"Bearer {await orch.token(http)}"}
+            url = orch.url + "/api/v1/halls/HN-01/layer"
+            for bad, status in (({"ceiling": "4k"}, 422), ({"floor": "top", "ceiling": "90p"}, 422), ({"x": 1}, 422)):
+                async with http.post(url, json=bad, headers=h) as r:
+                    assert r.status == status, await r.text()
+            async with http.post(url, json={"ceiling": "90p"}, headers=h) as r:
+                assert r.status == 202, await r.text()
+                assert (await r.json())["layers"] == ["top", "90p"]
+            await wait_for(lambda: row().get("layer") == "90p", 10, what="the board shows 90p")
+            assert row()["layer_reason"] == "operator" and row()["layer_policy"]["ceiling"] == "90p"
+            frames = hall.stats().frames_received
+            await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="the hall decoding on at 90p")
+            async with http.post(url, json={"audio_only": True}, headers=h) as r:
+                assert r.status == 202
+            await wait_for(lambda: row().get("state") == "audio_only", 10, what="the board shows the hall audio only")
+            async with http.post(url, json={}, headers=h) as r:
+                assert r.status == 202
+            await wait_for(lambda: row().get("layer") == "top" and row().get("state") == "on_air", 15,
+                           what="the hall back on the top layer, on air")
+            async with http.get(orch.url + "/api/v1/events?kind=layer", headers=h) as r:
+                evs = [e["detail"] for e in (await r.json())["events"]]
+            assert any(e.startswith("top -> 90p") for e in evs) and any("-> audio" in e for e in evs), evs
+            async with http.get(orch.url + "/api/v1/events?kind=operator_layer", headers=h) as r:
+                assert len((await r.json())["events"]) == 3
+    finally:
+        await hall.stop()
+        await tree.stop()

@@ -14,9 +14,11 @@ from tests.conftest import free_port, wait_for
 from tests.media import start_studio
 
 
-def spawn_relay(orch, secrets, relay_id: str, region: str, port: int, role: str = "regional") -> subprocess.Popen:
+def spawn_relay(orch, secrets, relay_id: str, region: str, port: int, role: str = "regional",
+                ladder: tuple[str, ...] = ()) -> subprocess.Popen:
     d, _ = secrets
     env = dict(os.environ,
+               DIEMCAU_RELAY_LADDER=",".join(ladder),
                DIEMCAU_RELAY_ICE_ADDRESSES="127.0.0.1",
                DIEMCAU_RELAY_ORCHESTRATOR_URL=orch.control_url,
                DIEMCAU_RELAY_CREDENTIAL=orch.credential(relay_id),
@@ -50,15 +52,15 @@ class Tree:
 
 
 async def start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals: tuple[str, ...] = (),
-                     streams: tuple[str, ...] = ("programme",), **studio_kw) -> Tree:
+                     streams: tuple[str, ...] = ("programme",), ladder: tuple[str, ...] = (), **studio_kw) -> Tree:
     """Returns once every regional relay has registered (halls started after are placed on them)."""
     orch = await start_orchestrator()
     origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
-                               credential=orch.credential("origin-1"), heartbeat_ms=300)
+                               credential=orch.credential("origin-1"), heartbeat_ms=300, ladder=list(ladder))
     agent = RelayAgent(origin.core, origin.url)
     agent.start()
     tree = Tree(orch, origin, agent)
-    tree.procs = {rid: spawn_relay(orch, secrets_dir, rid, "north", free_port()) for rid in regionals}
+    tree.procs = {rid: spawn_relay(orch, secrets_dir, rid, "north", free_port(), ladder=ladder) for rid in regionals}
     for stream in streams:
         tree.studios.append(await start_studio(origin.url, signer, stream=stream, **studio_kw))
 
