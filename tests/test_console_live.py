@@ -15,6 +15,7 @@ from tests.test_console import browser, log_in, wait_for_value  # noqa: F401  (b
 DOCS = Path(__file__).parent.parent / "docs"
 SOLO = "KG-01"  # this hall runs in its own process so that it can be killed alone
 MOVED = "HN-02"
+SOLO_LAYER = "HP-01"  # its layer is capped from the console
 
 
 @pytest.fixture
@@ -149,6 +150,20 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
         .then(r => window.staleStatus = r.status)""")
     await page.wait_for_function("window.staleStatus === 409", timeout=5000)
     await page.keyboard.press("Escape")
+
+    # cap a hall's layer of the bitrate ladder from its dialog: the origin transcodes the layer,
+    # the hall's relay pulls it, and the board shows the hall on it with the reason
+    await page.click(f"tr[data-hall='{SOLO_LAYER}']")
+    await page.select_option("#layer-ceiling", "180p")
+    await page.click("#layer-go")
+    assert "180p" in await page.inner_text("#confirm-text")
+    async with page.expect_response(lambda r: r.url.endswith(f"/api/v1/halls/{SOLO_LAYER}/layer")) as resp:
+        await page.click("#confirm-ok")
+    assert (await resp.value).status == 202, await (await resp.value).text()
+    await page.keyboard.press("Escape")
+    t0 = time.time()
+    await page.wait_for_selector(f"tr[data-hall='{SOLO_LAYER}'] td.layer:has-text('180p')", timeout=20_000)
+    print(f"{SOLO_LAYER} on the 180p layer on the page {time.time() - t0:.1f} s after the operator's click")
 
     # switch the studio source from the console: the other feed goes on air everywhere
     # (on a loaded box the origins may fail over by themselves between reading the badge and the

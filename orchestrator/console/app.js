@@ -17,7 +17,9 @@ const I18N = {
         kind: "Loại", subject: "Đối tượng", actor: "Người làm", filter: "Lọc", export_csv: "Xuất CSV", time: "Thời gian",
         detail: "Chi tiết", move_to: "Chuyển sang relay", move: "Chuyển", close: "Đóng", cancel: "Huỷ", confirm: "Xác nhận",
         drain: "Rút tải", undrain: "Đưa lại", source_label: "Nguồn",
-        layer_note: "Lớp chất lượng và quyền phát biểu: chưa có (xem vấn đề #3, #7).",
+        layer_ceiling: "Lớp cao nhất", layer_floor: "Lớp thấp nhất", layer_apply: "Áp dụng", layer_any: "(không giới hạn)",
+        layer_reason: "lý do", no_ladder: "Không relay nào có thang bitrate",
+        confirm_layer: (h, what) => `Đặt lớp cho ${h}: ${what}?`,
         confirm_move: (h, a, b) => `Chuyển điểm cầu ${h} từ ${a} sang ${b}?`,
         confirm_drain: (r) => `Rút tải relay ${r}? Các điểm cầu của nó sẽ được chuyển đi.`,
         confirm_undrain: (r) => `Đưa relay ${r} trở lại phục vụ?`,
@@ -49,7 +51,9 @@ const I18N = {
         kind: "Kind", subject: "Subject", actor: "Actor", filter: "Filter", export_csv: "Export CSV", time: "Time",
         detail: "Detail", move_to: "Move to relay", move: "Move", close: "Close", cancel: "Cancel", confirm: "Confirm",
         drain: "Drain", undrain: "Undrain", source_label: "Source",
-        layer_note: "Layer floor/ceiling and the floor: not yet available (issues #3, #7).",
+        layer_ceiling: "Highest layer", layer_floor: "Lowest layer", layer_apply: "Apply", layer_any: "(no bound)",
+        layer_reason: "why", no_ladder: "No relay has a bitrate ladder",
+        confirm_layer: (h, what) => `Set the layer of ${h}: ${what}?`,
         confirm_move: (h, a, b) => `Move hall ${h} from ${a} to ${b}?`,
         confirm_drain: (r) => `Drain relay ${r}? Its halls will be moved elsewhere.`,
         confirm_undrain: (r) => `Put relay ${r} back in service?`,
@@ -115,6 +119,7 @@ function hallRow(h) {
       <td class="relay">${esc(h.relay || h.assigned_relay || "–")}</td>
       <td>${esc(live && h.backup ? h.backup + (h.backup_state === "standby" || h.hitless ? "" : " …") : "–")}${
         live && h.hitless ? ` <span class="hitless" title="${esc(t("hitless"))}">2×</span>` : ""}</td>
+      <td class="layer" title="${esc(h.layer_reason || "")}">${esc(live && h.layer ? (h.layer === "audio" ? t("audio_only") : h.layer) : "–")}</td>
       <td>${v(h.bitrate_kbps)}</td><td>${v(h.loss_pct, 2)}</td><td>${v(h.fps)}</td>
       <td>${v(h.freezes)}</td><td>${v(h.latency_ms_p50)}</td>
       <td>${h.last_seen_ms == null ? "–" : (h.last_seen_ms / 1000).toFixed(1) + " s"}</td>
@@ -124,7 +129,7 @@ function hallRow(h) {
 function render(b) {
   $("#regions").innerHTML = ["north", "central", "south"].map((r) => `
     <div class="region" data-region="${r}"><h2>${esc(t(r))}</h2><table><thead><tr>
-      <th>ID</th><th>${t("hall")}</th><th>${t("state")}</th><th>${t("relay")}</th><th>${t("standby")}</th><th>${t("bitrate")}</th>
+      <th>ID</th><th>${t("hall")}</th><th>${t("state")}</th><th>${t("relay")}</th><th>${t("standby")}</th><th>${t("layer")}</th><th>${t("bitrate")}</th>
       <th>${t("loss")}</th><th>${t("fps")}</th><th>${t("freezes")}</th><th>${t("latency")}</th><th>${t("last_seen")}</th>
       </tr></thead><tbody>${b.halls.filter((h) => h.region === r).map(hallRow).join("")}</tbody></table></div>`).join("");
   const op = canOperate();
@@ -292,6 +297,7 @@ function fillHall(id) {
     [t("state"), t(h.state)], [t("relay"), h.relay || h.assigned_relay || "–"], [t("standby"), h.backup || "–"],
     [t("bitrate"), num(h.bitrate_kbps)], [t("fps"), num(h.fps)], [t("loss"), num(h.loss_pct, 2)],
     [t("latency"), num(h.latency_ms_p50)], [t("region"), t(h.region)],
+    [t("layer"), h.layer ? `${h.layer === "audio" ? t("audio_only") : h.layer}${h.layer_reason ? ` (${t("layer_reason")}: ${h.layer_reason})` : ""}` : "–"],
     ...(h.qoe_frames_decoded ? [[t("av_drift"), num(h.av_drift_ms)]] : []),
   ];
   $("#hall-facts").innerHTML = facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
@@ -306,6 +312,18 @@ function fillHall(id) {
   hb.textContent = t(h.hitless ? "hitless_off" : "hitless_on");
   hb.dataset.on = h.hitless ? "false" : "true";
   hb.disabled = !canOperate() || h.state === "dark";
+  // the ladder's layers, as the relays offer them; the operator's bounds for this hall
+  const ladder = board.relays.reduce((best, r) => ((r.ladder || []).length > best.length ? r.ladder : best), []);
+  const policy = h.layer_policy || {};
+  for (const [sel, key] of [[$("#layer-ceiling"), "ceiling"], [$("#layer-floor"), "floor"]]) {
+    if (document.activeElement === sel) continue;  // the operator is choosing
+    sel.innerHTML = `<option value="">${esc(t("layer_any"))}</option>` +
+      ladder.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
+    sel.value = policy[key] || "";
+  }
+  if (document.activeElement !== $("#layer-audio")) $("#layer-audio").checked = !!policy.audio_only;
+  $("#layer-go").disabled = !canOperate() || !ladder.length;
+  $("#layer-go").title = ladder.length ? "" : t("no_ladder");
 }
 
 function openHallDialog(id) {
@@ -338,6 +356,14 @@ $("#hitless-go").addEventListener("click", async () => {
   const on = $("#hitless-go").dataset.on === "true";
   if (!(await confirmDialog(t(on ? "confirm_hitless_on" : "confirm_hitless_off", id)))) return;
   await act(`/api/v1/halls/${encodeURIComponent(id)}/hitless`, { on });
+});
+$("#layer-go").addEventListener("click", async () => {
+  const id = openHall;
+  const body = { ceiling: $("#layer-ceiling").value, floor: $("#layer-floor").value, audio_only: $("#layer-audio").checked };
+  const what = body.audio_only ? t("audio_only")
+    : `${t("layer_ceiling")} ${body.ceiling || t("layer_any")}, ${t("layer_floor")} ${body.floor || t("layer_any")}`;
+  if (!(await confirmDialog(t("confirm_layer", id, what)))) return;
+  await act(`/api/v1/halls/${encodeURIComponent(id)}/layer`, body);
 });
 $("#relays").addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button[data-drain]");
