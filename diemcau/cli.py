@@ -171,7 +171,7 @@ def _studio(args: argparse.Namespace) -> None:
         sys.exit("studio: one publish token per WHIP URL is required (--token, --token-file or DIEMCAU_STUDIO_TOKEN)")
     restrict_ice_addresses([a for a in (args.ice_addresses or "").split(",") if a])
     studio = Studio(urls, tokens, args.width, args.height, args.fps, args.bitrate, role=args.role,
-                    impair_file=args.impair_file or "")
+                    impair_file=args.impair_file or "", source=args.picture)
     tasks: list[asyncio.Task] = []
 
     async def write_stats() -> None:
@@ -218,6 +218,10 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> None:
         from relay.bench import main as fanout
 
         sys.exit(fanout(rest))
+    if args.what == "ladder":
+        from relay.ladderbench import main as ladder
+
+        sys.exit(ladder(rest))
     sys.exit(f"unknown benchmark {args.what}")
 
 
@@ -278,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--fps", type=int, default=30)
     s.add_argument("--bitrate", type=int, default=800_000)
     s.add_argument("--ice-addresses", default="127.0.0.1")
+    s.add_argument("--picture", choices=["test", "busy"], default="test",
+                   help="busy: a band of fresh noise in every frame, so the encoder spends its whole bitrate")
     s.add_argument("--stats-file")
     s.add_argument("--impair-file", help="test source faults: the file's content (freeze, black, silent, joined "
                                         "by +; empty: none) is applied within 50 ms of a change")
@@ -311,9 +317,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="every hall in hitless mode: both paths carry the programme, merged frame by frame")
     dr.set_defaults(fn=_drill)
 
-    b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`",
+    b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`, `diemcau bench ladder --seconds S`",
                        add_help=False)
-    b.add_argument("what", choices=["fanout"])
+    b.add_argument("what", choices=["fanout", "ladder"])
     b.set_defaults(fn=None)
 
     lt = sub.add_parser("loadtest", help="participants as real WebRTC peers at the halls, with faults")

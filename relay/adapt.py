@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,16 @@ STABLE_MAX_S = 8.0
 PROBE_S = 3.0  # a step up that meets loss this soon was premature
 SETTLE_S = 1.2  # after a step down, reports still describe the old layer for about this long
 AUDIO_KBPS = 48  # what the audio track costs, for fitting a layer to the measured rate
-PENDING_TIMEOUT_S = 3.0  # a target layer whose keyframe does not come: stay where we are
+PENDING_TIMEOUT_S = 3.0
+# a subscriber's first seconds say little about its link: it joined with a burst (ICE, DTLS, a
+# keyframe) and often together with many others (a deployment starting, a relay's halls moving)
+JOIN_GRACE_S = 8.0
+# Loss that most of a relay's subscribers report at once is not about their links: the relay
+# itself stalled (CPU, a collector pause) or its upstream did. Stepping every hall down would not
+# help them and would add the work of transcoding and of everyone's keyframes; they stay.
+SHARED_LOSS_WINDOW_S = 2.5
+SHARED_LOSS_SHARE = 0.5
+SHARED_LOSS_MIN = 4  # with fewer subscribers, each one's loss is its own  # a target layer whose keyframe does not come: stay where we are
 
 
 class LayerControl:
@@ -57,23 +67,36 @@ class LayerControl:
         self._pending_since = 0.0
         self._reports = 0
         self._lossy_reports = 0  # lossy reports in a row on the lowest layer
+        self._shared_skips = 0  # lossy reports not acted on: most of the relay's subscribers lost too
         self._judge_from = 0  # receiver reports up to this one describe an earlier layer
         self._octets = 0
         self._octets_at = time.monotonic()
         self._rate_kbps = 0.0
         self._task: asyncio.Task | None = None
+        self._started_at = time.monotonic()
+        self.lossy_at = 0.0  # when its last report showed loss (the relay compares its subscribers)
+        self._jitter = random.uniform(1.0, 1.3)  # halls of one relay do not all step up at the same tick
 
     @property
     def layer(self) -> str:
         return "audio" if self.level >= len(self.names) else self.names[self.level]
 
     def start(self) -> None:
+        self.core.layer_controls.add(self)
         self._task = asyncio.ensure_future(self._run())
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        self.core.layer_controls.discard(self)
         self.core.release_layers(self)
+
+    def _loss_is_shared(self, now: float) -> bool:
+        peers = [c for c in self.core.layer_controls if c.adapt and not c.audio_only and now - c._started_at > JOIN_GRACE_S]
+        if len(peers) < SHARED_LOSS_MIN:
+            return False
+        lossy = sum(1 for c in peers if now - c.lossy_at < SHARED_LOSS_WINDOW_S)
+        return lossy >= SHARED_LOSS_SHARE * len(peers)
 
     def set_policy(self, floor: str | None = None, ceiling: str | None = None, audio_only: bool | None = None,
                    adapt: bool | None = None) -> None:
@@ -141,6 +164,9 @@ class LayerControl:
         self._reports = dt.reports
         if not self.adapt or self.audio_only:
             return
+        if now - self._started_at < JOIN_GRACE_S:
+            self._judge_from = dt.reports  # what it reports while joining is not judged
+            return
         loss = dt.fraction_lost / 256 if new_report else 0.0
         if new_report:
             log.debug("%s: report %d on %s: loss %.0f%%, sent %.0f kbps", self.session.subject, dt.reports,
@@ -148,7 +174,13 @@ class LayerControl:
         if self.level >= len(self.names):  # audio only: the audio track's reports are the signal
             audio = next((d for d in self.session.downtracks if d is not dt), None)
             loss = audio.fraction_lost / 256 if audio is not None else 0.0
+        if new_report and loss > DOWN_LOSS:
+            self.lossy_at = now
         if new_report and loss > DOWN_LOSS and now - self._last_down > SETTLE_S:
+            if self._loss_is_shared(now):
+                self._shared_skips += 1
+                self._clean_since = now
+                return
             if self.level >= len(self.names):
                 self._clean_since = now
                 return
@@ -178,7 +210,7 @@ class LayerControl:
             return
         if self._last_up > self._last_down and now - self._last_up > PROBE_S:
             self.stable_s = STABLE_S  # the last step up held
-        if self.level > self._bounded(0) and now - self._clean_since > self.stable_s:
+        if self.level > self._bounded(0) and now - self._clean_since > self.stable_s * self._jitter:
             level = self._bounded(self.level - 1)
             if level < self.level:
                 self._last_up = now
@@ -224,4 +256,4 @@ class LayerControl:
     def stats(self) -> dict:
         return {"layer": self.layer, "reason": self.reason, "target": self._name(self.target),
                 "floor": self._name(self.floor), "ceiling": self._name(self.ceiling), "audio_only": self.audio_only,
-                "adapt": self.adapt, "switches": [[f"{t:.3f}", a, b, r] for t, a, b, r in self.switches[-5:]]}
+                "adapt": self.adapt, "shared_loss_skips": self._shared_skips, "switches": [[f"{t:.3f}", a, b, r] for t, a, b, r in self.switches[-5:]]}

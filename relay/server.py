@@ -45,6 +45,7 @@ class RelayCore:
             raise ValueError(f"relay setting ladder: {exc}") from None
         self.transcoders: dict[str, Transcoder] = {}  # base stream -> its transcoder (where published)
         self.layer_holders: dict[str, set] = {}  # layer stream -> the LayerControls using it
+        self.layer_controls: set = set()  # every adapting subscriber's LayerControl
         self._layer_idle_since: dict[str, float] = {}
         self.pull_layer = None  # async (layer stream): pull it from our upstream (the agent sets this)
         self.drop_layer = None  # async (layer stream): stop pulling it
