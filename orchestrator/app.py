@@ -26,7 +26,7 @@ from .control import ControlHub
 from .leader import Leadership
 from .planner import Planner
 from .settings import OrchestratorSettings
-from .store import Store
+from .store import StaleLeader, Store
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             await accounts.set_user("admin", settings.operator_password, "admin")
         halls = {h.id: h for h in topology.halls}
         hub = ControlHub(settings, store, node_key, set(halls), redis)
-        leadership = Leadership(redis, settings.key_prefix, settings.instance, settings.leader_lease_ms)
+        leadership = Leadership(redis, settings.key_prefix, settings.instance, settings.leader_lease_ms, store)
         planner = Planner(settings, store, signer, halls, profile, hub.deliver)
         hub.planner = _LeaderGate(planner, leadership)
         state = State(settings, redis, store, accounts, signer, topology, profile, hub, planner, leadership, halls,
@@ -177,11 +177,17 @@ class _LeaderGate:
 
     async def on_register(self, node: str, kind: str) -> None:
         if self.leadership.is_leader:
-            await self.planner.on_register(node, kind)
+            try:
+                await self.planner.on_register(node, kind)
+            except StaleLeader as exc:
+                self.leadership.demote(str(exc))
 
     async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
         if self.leadership.is_leader:
-            await self.planner.on_media_lost(node, upstream, reason)
+            try:
+                await self.planner.on_media_lost(node, upstream, reason)
+            except StaleLeader as exc:
+                self.leadership.demote(str(exc))
 
 
 @web.middleware
@@ -255,6 +261,8 @@ async def _leader_loop(state: State) -> None:
             try:
                 if state.leadership.is_leader:
                     await state.planner.sweep()
+            except StaleLeader as exc:
+                state.leadership.demote(str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception:

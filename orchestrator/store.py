@@ -5,7 +5,9 @@ Keys (prefix `dc:` by default):
   hb       hash  node id -> JSON latest heartbeat stats
   seen     zset  node id -> last heartbeat, unix ms (liveness: old scores are stale)
   conn     hash  node id -> orchestrator instance holding its control channel
-  assign   hash  node id -> JSON {stream, upstream, epoch}
+  assign   hash  node id -> JSON {stream, upstream, epoch}: written only by a script that checks
+                 the writer's fence against leader-fence (a stale leader's writes are refused)
+  leader, leader-fence   the lease (holder, expiry) and the fencing token, increased at each new lease
   events   stream of failovers, placements and operator actions (capped)
   drained  hash  relay id -> JSON {by, at}: relays an operator is emptying (no new placements)
   moves    hash  node id -> JSON {relay, by, at}: operator moves the leader has yet to carry out
@@ -35,6 +37,27 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class StaleLeader(RuntimeError):
+    """A placement write carried a fencing token that is no longer current: we are not the leader."""
+
+
+# KEYS: fence, epoch, assign; ARGV: our fence, node, assignment JSON (epoch added here)
+_FENCED_ASSIGN = """
+if tostring(redis.call('get', KEYS[1])) ~= ARGV[1] then return -1 end
+local epoch = redis.call('incr', KEYS[2])
+local doc = cjson.decode(ARGV[3])
+doc['epoch'] = epoch
+redis.call('hset', KEYS[3], ARGV[2], cjson.encode(doc))
+return epoch
+"""
+
+# KEYS: fence, assign; ARGV: our fence, node
+_FENCED_CLEAR = """
+if tostring(redis.call('get', KEYS[1])) ~= ARGV[1] then return -1 end
+return redis.call('hdel', KEYS[2], ARGV[2])
+"""
+
+
 class Store:
     def __init__(self, redis: aioredis.Redis, prefix: str = "dc:", events_maxlen: int = 100_000) -> None:
         self.r = redis
@@ -42,6 +65,11 @@ class Store:
         self.events_maxlen = events_maxlen
         self._pending_hb: dict[str, str] = {}
         self._pending_seen: dict[str, int] = {}
+        # the fencing token of our leadership (Leadership sets it when it takes the lease); every
+        # placement write is checked against the current one inside Redis
+        self.fence = 0
+        self._fenced_assign = redis.register_script(_FENCED_ASSIGN)
+        self._fenced_clear = redis.register_script(_FENCED_CLEAR)
 
     def k(self, name: str) -> str:
         return self.p + name
@@ -103,15 +131,19 @@ class Store:
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     async def set_assignment(self, node: str, stream: str, upstream: str, backup: str = "") -> int:
-        epoch = await self.r.incr(self.k("epoch"))
-        await self.r.hset(
-            self.k("assign"), node,
-            json.dumps({"stream": stream, "upstream": upstream, "backup": backup, "epoch": epoch, "at": now_ms()}),
-        )
+        """Write a node's assignment, fenced: Redis refuses it unless our fence is the current one
+        (a leader that paused past its lease and came back must not undo its successor's plan)."""
+        doc = json.dumps({"stream": stream, "upstream": upstream, "backup": backup, "at": now_ms()})
+        epoch = await self._fenced_assign(keys=[self.k("leader-fence"), self.k("epoch"), self.k("assign")],
+                                          args=[self.fence, node, doc])
+        if int(epoch) < 0:
+            raise StaleLeader(f"fence {self.fence} is stale: another orchestrator leads now; assignment of {node} refused")
         return int(epoch)
 
     async def clear_assignment(self, node: str) -> None:
-        await self.r.hdel(self.k("assign"), node)
+        ok = await self._fenced_clear(keys=[self.k("leader-fence"), self.k("assign")], args=[self.fence, node])
+        if int(ok) < 0:
+            raise StaleLeader(f"fence {self.fence} is stale: clearing the assignment of {node} refused")
 
     # -- operator intents --------------------------------------------------------------------
 

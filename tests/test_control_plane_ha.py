@@ -5,6 +5,8 @@ import asyncio
 import os
 import time
 
+import pytest
+
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
 from relay.agent import RelayAgent
@@ -46,3 +48,39 @@ async def test_second_orchestrator_takes_over_and_media_never_notices(start_orch
         studio.stop()
         await task
         await agent.stop()
+
+
+async def test_a_leader_that_paused_past_its_lease_cannot_overwrite_its_successors_plan(redis_url):
+    """Fencing: every placement write carries the leader's fence, checked inside Redis."""
+    import redis.asyncio as aioredis
+
+    from orchestrator.leader import Leadership
+    from orchestrator.store import StaleLeader, Store
+
+    r = aioredis.from_url(redis_url)
+    prefix = "fence-test:"
+    try:
+        a_store, b_store = Store(r, prefix), Store(r, prefix)
+        a = Leadership(r, prefix, "orch-a", 300, a_store)
+        b = Leadership(r, prefix, "orch-b", 300, b_store)
+        assert await a.tick() and not await b.tick()
+        await a_store.set_assignment("HN-01", "programme", "north-1")
+        # orch-a stalls (a long collector pause, a frozen VM) past its lease; orch-b takes over
+        await asyncio.sleep(0.4)
+        assert await b.tick() and b.fence == a.fence + 1
+        await b_store.set_assignment("HN-01", "programme", "north-2")
+        # orch-a wakes up still believing it leads: Redis refuses its writes, and it steps down
+        with pytest.raises(StaleLeader):
+            await a_store.set_assignment("HN-01", "programme", "central-1")
+        with pytest.raises(StaleLeader):
+            await a_store.clear_assignment("HN-01")
+        assigned = await b_store.assignments()
+        assert assigned["HN-01"]["upstream"] == "north-2" and assigned["HN-01"]["epoch"] == 2
+        assert not await a.tick()  # its renewal fails too: the lease is orch-b's
+        # a store that never led cannot write at all
+        with pytest.raises(StaleLeader):
+            await Store(r, prefix).set_assignment("HN-02", "programme", "north-1")
+    finally:
+        for key in await r.keys(prefix + "*"):
+            await r.delete(key)
+        await r.aclose()
