@@ -29,13 +29,14 @@ class TokenError(Exception):
     """A token was rejected; the message says why (safe to return to the caller)."""
 
 
-class MediaClaims(msgspec.Struct, frozen=True):
+class MediaClaims(msgspec.Struct, frozen=True, omit_defaults=True):
     sub: str  # who: hall id, relay id, participant id, "studio"
     stream: str  # which stream
     dir: str  # "pub" or "sub"
     exp: int  # unix seconds
     aud: str = "*"  # relay id that may accept it, or "*"
     jti: str = ""
+    once: bool = False  # single use: it opens one session, and never another (not even after DELETE)
 
 
 def _b64e(data: bytes) -> str:
@@ -87,7 +88,7 @@ class MediaTokenSigner:
         )
 
     def mint(
-        self, sub: str, stream: str, direction: str, ttl_s: float, aud: str = "*"
+        self, sub: str, stream: str, direction: str, ttl_s: float, aud: str = "*", once: bool = False
     ) -> str:
         if direction not in ("pub", "sub"):
             raise ValueError("direction must be 'pub' or 'sub'")
@@ -98,6 +99,7 @@ class MediaTokenSigner:
             exp=int(time.time() + ttl_s),
             aud=aud,
             jti=secrets.token_hex(8),
+            once=once,
         )
         body = _b64e(_claims_encoder.encode(claims))
         sig = _b64e(self._key.sign(f"{MEDIA_PREFIX}.{body}".encode()))

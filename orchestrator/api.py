@@ -301,7 +301,8 @@ class Api:
         url = nodes.get(hall, {}).get("url", "")
         if hall not in conn or not url:
             raise Problem(503, f"hall {hall} is not on line now; try again shortly", {"Retry-After": "2"})
-        media = self.st.signer.mint(verified.sub, self.st.settings.stream, "sub", 3600, aud=hall)
+        # single use: a participant asks again (a new join) for each session it opens
+        media = self.st.signer.mint(verified.sub, self.st.settings.stream, "sub", 3600, aud=hall, once=True)
         return web.json_response({"hall": hall, "whep_url": f"{url}/whep/{self.st.settings.stream}",
                                   "token": media, "participant": verified.sub})
 
@@ -635,7 +636,7 @@ class Api:
             raise Problem(503, "no relay is alive", {"Retry-After": "2"})
         relay = min(pool, key=lambda v: (v.role != "regional", v.region != "north", v.utilisation, v.id))
         stream = self.st.settings.stream
-        token = self.st.signer.mint(f"console:{p.user}", stream, "sub", 3600, aud=relay.id)
+        token = self.st.signer.mint(f"console:{p.user}", stream, "sub", 3600, aud=relay.id, once=True)
         url = f"{relay.url.rstrip('/')}/whep/{stream}"
         try:
             async with http_session(timeout=aiohttp.ClientTimeout(total=10)) as http:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -38,6 +39,7 @@ class RelayCore:
         self.expected: set[str] = set()  # streams we are told to carry (upstream pending)
         self.publishers: dict[str, PublishSession] = {}
         self.subscribers: dict[str, SubscribeSession] = {}
+        self.spent: dict[str, int] = {}  # single-use tokens' jti -> expiry: each opened its one session
         self._tasks: set[asyncio.Task] = set()
         try:
             self.ladder = parse_ladder(settings.ladder)
@@ -69,6 +71,17 @@ class RelayCore:
             # A token that proves nothing is 401; a valid token for something else is 403.
             scoped = any(w in str(exc) for w in ("is for stream", "allows", "is for relay"))
             raise _TokenRejected(403 if scoped else 401, str(exc)) from None
+
+    def _spend(self, claims: MediaClaims) -> None:
+        """A single-use token opens one session: a replay (after its DELETE, or alongside) is refused."""
+        if not claims.once:
+            return
+        if claims.jti in self.spent:
+            raise _TokenRejected(401, "single-use media token already used (its session was opened before); ask for a new one")
+        if len(self.spent) > 10_000:
+            now = time.time()
+            self.spent = {j: exp for j, exp in self.spent.items() if exp > now}
+        self.spent[claims.jti] = claims.exp
 
     def _check_session_limits(self, request: web.Request, claims: MediaClaims) -> None:
         """A token holds at most a few sessions (a reconnect may overlap the old one), a source
@@ -231,6 +244,7 @@ class RelayCore:
         if len(self.publishers) >= self.settings.max_publishers:
             raise _Rejected(503, "relay has reached its publisher limit", retry_after="5")
         self._check_session_limits(request, claims)
+        self._spend(claims)
         role = request.query.get("role", "primary")
         if role not in ("primary", "backup"):
             raise _Rejected(400, "role must be 'primary' or 'backup'")
@@ -293,6 +307,7 @@ class RelayCore:
         if len(self.subscribers) >= self.settings.capacity:
             raise _Rejected(503, "relay is at capacity", retry_after="2")
         self._check_session_limits(request, claims)
+        self._spend(claims)
         session = SubscribeSession(src, claims.sub, self.settings.ice_servers)
         session.token_id, session.remote = claims.jti, request.remote or ""
         try:

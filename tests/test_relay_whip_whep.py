@@ -9,7 +9,8 @@ from relay.client import recvonly_offer
 from aiortc.codecs import opus, vpx
 
 from tests.conftest import wait_for
-from tests.media import Counts, start_studio, subscribe
+from tests.media import Counts, counting_sinks, start_studio, subscribe
+from relay.client import WhepSubscriber
 
 
 @pytest.fixture
@@ -159,6 +160,23 @@ async def test_second_publisher_is_refused_and_delete_ends_the_session(start_rel
         async with http.delete(sub.resource, headers={"Authorization": f"Bearer {sub.token}"}) as r:
             assert r.status == 404
         await sub.close()
+        # a single-use token (a participant's, a console preview's) opens one session: replayed after
+        # its DELETE, or alongside it, it is refused
+        once = signer.mint("participant-7", "programme", "sub", 60, once=True)
+        sub = WhepSubscriber(f"{relay.url}/whep/programme", once, counting_sinks(Counts()))
+        await sub.connect(http)
+        again = WhepSubscriber(f"{relay.url}/whep/programme", once, counting_sinks(Counts()))
+        with pytest.raises(SignallingError) as err:
+            await again.connect(http)
+        assert err.value.status == 401 and "single-use" in err.value.reason
+        await again.close()
+        await sub.close(http)  # DELETE
+        assert relay.core.subscribers == {}
+        replay = WhepSubscriber(f"{relay.url}/whep/programme", once, counting_sinks(Counts()))
+        with pytest.raises(SignallingError) as err:
+            await replay.connect(http)
+        assert err.value.status == 401
+        await replay.close()
     studio.stop()
     await task
 
