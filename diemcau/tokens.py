@@ -154,18 +154,34 @@ class MediaTokenVerifier:
         return claims
 
 
-def node_credential(node_key: bytes, node_id: str) -> str:
-    """The credential a hall or relay presents on the control channel."""
+def node_credential(node_key: bytes, node_id: str, generation: int = 0) -> str:
+    """The credential a hall or relay presents on the control channel.
+
+    Generation 0 is the one the deployment derives; an operator who re-issues a node's credential
+    (a hall's PC was stolen) moves the node to the next generation, and older ones stop working.
+    """
+    if generation:
+        mac = hmac.new(node_key, f"node:{node_id}:{generation}".encode(), hashlib.sha256).hexdigest()[:40]
+        return f"{NODE_PREFIX}.{node_id}.g{generation}.{mac}"
     mac = hmac.new(node_key, f"node:{node_id}".encode(), hashlib.sha256).hexdigest()[:40]
     return f"{NODE_PREFIX}.{node_id}.{mac}"
+
+
+def credential_generation(credential: str) -> int:
+    """The generation of a (verified) node credential."""
+    parts = credential.split(".")
+    return int(parts[2][1:]) if len(parts) == 4 else 0
 
 
 def verify_node_credential(node_key: bytes, credential: str) -> str:
     """Return the node id the credential proves, or raise TokenError."""
     parts = credential.split(".")
-    if len(parts) != 3 or parts[0] != NODE_PREFIX or not parts[1] or not credential.isascii():
+    if len(parts) not in (3, 4) or parts[0] != NODE_PREFIX or not parts[1] or not credential.isascii():
         raise TokenError("not a diemcau node credential")
-    expected = node_credential(node_key, parts[1])
+    if len(parts) == 4 and not (parts[2].startswith("g") and parts[2][1:].isdigit() and 0 < len(parts[2]) <= 10
+                                and int(parts[2][1:]) > 0):
+        raise TokenError("not a diemcau node credential")
+    expected = node_credential(node_key, parts[1], credential_generation(credential))
     if not hmac.compare_digest(expected.encode(), credential.encode()):
         raise TokenError(f"credential for node {parts[1]!r} is invalid")
     return parts[1]

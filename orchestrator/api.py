@@ -20,7 +20,7 @@ from aiohttp import web
 from diemcau.http import Problem
 from diemcau.messages import SwitchSource
 from diemcau.programme import Session, SessionSpec, check_session, resolve_halls
-from diemcau.tokens import MediaTokenSigner
+from diemcau.tokens import MediaTokenSigner, node_credential
 
 from .auth import SESSION_COOKIE, Accounts, authenticate
 from .board import snapshot
@@ -608,6 +608,23 @@ class Api:
             await self.st.hub.enforce_revocations()
         return web.json_response({"node": node, "revoked": body.revoked})
 
+    async def node_credential_reissue(self, request: web.Request) -> web.Response:
+        """A new credential for a hall or relay (its PC was lost, its secret leaked): the node moves
+        to the next generation, every earlier credential stops working at once (its channel closes),
+        and a revocation is lifted. The credential is in this answer only; install it on the node."""
+        p = await authenticate(request, self.accounts, "admin")
+        node = request.match_info["node"]
+        known = node in self.st.halls_by_id or node in (await self.st.store.nodes())
+        if not known:
+            raise Problem(404, f"unknown node {node}")
+        generation = await self.st.store.next_generation(node)
+        await self.st.store.set_revoked(node, False, p.user)
+        await self.st.store.event("credential_reissued", node, f"generation {generation}; earlier ones refused",
+                                  actor=p.user)
+        await self.st.hub.enforce_revocations()
+        return web.json_response({"node": node, "generation": generation,
+                                  "credential": node_credential(self.st.hub.node_key, node, generation)})
+
     # -- programme preview in the console ------------------------------------------------------
 
     async def preview(self, request: web.Request) -> web.Response:
@@ -810,6 +827,7 @@ ROUTES = [
     ("POST", "/api/v1/sessions/{session}/end", "end_session", "operator"),
     ("POST", "/api/v1/relays/{relay}/drain", "drain_relay", "operator"),
     ("POST", "/api/v1/nodes/{node}/credential", "node_credential", "admin"),
+    ("POST", "/api/v1/nodes/{node}/credential/reissue", "node_credential_reissue", "admin"),
     ("POST", "/api/v1/preview", "preview", "viewer"),
     ("DELETE", "/api/v1/preview/{session}", "preview_delete", "viewer"),
     ("GET", "/api/v1/events", "events", "viewer"),

@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 
 from diemcau import messages as m
 from diemcau.http import Problem, unauthorized
-from diemcau.tokens import TokenError, bearer, verify_node_credential
+from diemcau.tokens import TokenError, bearer, credential_generation, verify_node_credential
 from diemcau.topology import NODE_ID
 
 from .settings import OrchestratorSettings
@@ -42,6 +42,8 @@ class ControlHub:
         self.halls = halls
         self.redis = redis
         self.channels: dict[str, web.WebSocketResponse] = {}
+        self.channel_generation: dict[str, int] = {}  # the credential generation each channel opened with
+        self._cutting: set[int] = set()  # channels being closed for a revoked or replaced credential
         self.planner = None  # set by the app once built
         self.on_disconnect = None  # called with the node id when its channel closes
         self.heartbeats = 0
@@ -70,12 +72,24 @@ class ControlHub:
 
     async def enforce_revocations(self) -> None:
         """Close the channels of nodes whose credential an operator revoked (on any instance)."""
-        revoked = await self.store.revoked()
-        for node in [n for n in self.channels if n in revoked]:
-            ws = self.channels.get(node)
-            if ws is not None and not ws.closed:
-                log.warning("closing %s's control channel: its credential was revoked", node)
-                await ws.close(code=4403, message=b"credential revoked")
+        revoked, generations = await self.store.revoked(), await self.store.node_generations()
+        for node in list(self.channels):
+            if node in revoked:
+                await self._cut(node, "credential revoked")
+            elif generations.get(node, 0) != self.channel_generation.get(node, 0):
+                await self._cut(node, "credential re-issued")
+
+    async def _cut(self, node: str, why: str) -> None:
+        """Close a node's channel once (the API's call and the periodic check may meet here)."""
+        ws = self.channels.get(node)
+        if ws is None or ws.closed or id(ws) in self._cutting:
+            return
+        self._cutting.add(id(ws))
+        try:
+            log.warning("closing %s's control channel: %s", node, why)
+            await ws.close(code=4403, message=why.encode())
+        finally:
+            self._cutting.discard(id(ws))
 
     async def listen(self) -> None:
         """Forward commands other instances publish for nodes connected here."""
@@ -113,6 +127,10 @@ class ControlHub:
             raise Problem(403, f"unknown node {node}")
         if await self.store.is_revoked(node):
             raise Problem(403, f"the credential of node {node} has been revoked")
+        generation, current = credential_generation(token), await self.store.node_generation(node)
+        if generation != current:
+            raise Problem(403, f"this credential of node {node} (generation {generation}) was replaced by "
+                               f"generation {current}")
         ws = web.WebSocketResponse(max_msg_size=self.s.ws_max_msg_bytes, heartbeat=WS_PING_S)
         await ws.prepare(request)
         try:
@@ -126,6 +144,7 @@ class ControlHub:
         if old is not None and not old.closed:
             await old.close(code=4409, message=b"replaced by a newer connection")
         self.channels[node] = ws
+        self.channel_generation[node] = generation
         info = {
             "kind": hello.kind, "region": hello.region, "role": hello.role, "url": hello.whep_url,
             "capacity": hello.capacity, "version": hello.version, "instance": self.s.instance,

@@ -72,6 +72,7 @@ def openapi_document() -> dict:
             "/api/v1/sessions/{session}/end": {"post": _op("End a live session: its halls return to the default programme", {"200": _json("Session"), "404": _ERR, "409": _ERR}, params=[session_param])},
             "/api/v1/relays/{relay}/drain": {"post": _op("Drain a relay (drain=true) or put it back in service", {"200": _json("Drain"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Drain", params=[
                 {"name": "relay", "in": "path", "required": True, "schema": {"type": "string"}}])},
+            "/api/v1/nodes/{node}/credential/reissue": {"post": _op("A new credential for a node: earlier ones stop working at once (shown in this answer only)", {"200": _json("Reissued"), "404": _ERR}, params=[{"name": "node", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}])},
             "/api/v1/nodes/{node}/credential": {"post": _op("Revoke (revoked=true) or reinstate a node's credential", {"200": _json("Credential"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Revoke", params=[
                 {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "404": _ERR, "413": _ERR, "415": _ERR, "502": _ERR, "503": _ERR}, params=[
@@ -127,6 +128,7 @@ def openapi_document() -> dict:
                 "Player": {"type": "object", "properties": {"hall": {"type": "string"}, "url": {"type": "string"}, "expires_in": {"type": "integer"}}},
                 "LayerBody": {"type": "object", "additionalProperties": False, "properties": {"floor": {"type": "string", "maxLength": 16}, "ceiling": {"type": "string", "maxLength": 16}, "audio_only": {"type": "boolean"}}},
                 "Layer": {"type": "object", "properties": {"hall": {"type": "string"}, "floor": {"type": "string"}, "ceiling": {"type": "string"}, "audio_only": {"type": "boolean"}, "layers": {"type": "array", "items": {"type": "string"}}, "status": {"type": "string"}}},
+                "Reissued": {"type": "object", "properties": {"node": {"type": "string"}, "generation": {"type": "integer"}, "credential": {"type": "string"}}},
                 "HitlessBody": {"type": "object", "additionalProperties": False, "required": ["on"], "properties": {"on": {"type": "boolean"}}},
                 "Hitless": {"type": "object", "properties": {"hall": {"type": "string"}, "hitless": {"type": "boolean"}, "status": {"type": "string"}}},
                 "Revoke": {"type": "object", "additionalProperties": False,

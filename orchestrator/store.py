@@ -17,6 +17,7 @@ Keys (prefix `dc:` by default):
   hitless  hash  hall id -> JSON {on, by, at}: an operator's hitless setting for the hall (overrides its own)
   layers   hash  hall id -> JSON {floor, ceiling, audio_only, by, at}: an operator's bounds on the hall's ladder layer
   revoked  hash  node id -> JSON {by, at, reason}: node credentials refused on the control channel
+  nodegen  hash  node id -> the generation of its current credential (absent: 0); older ones are refused
   lock:X   string  operator holding a short lock on target X (conflicting actions are refused)
 """
 
@@ -172,6 +173,16 @@ class Store:
             await self.r.hset(self.k("revoked"), node, json.dumps({"by": who, "at": now_ms(), "reason": reason}))
         else:
             await self.r.hdel(self.k("revoked"), node)
+
+    async def node_generations(self) -> dict[str, int]:
+        raw = await self.r.hgetall(self.k("nodegen"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def node_generation(self, node: str) -> int:
+        return int(await self.r.hget(self.k("nodegen"), node) or 0)
+
+    async def next_generation(self, node: str) -> int:
+        return int(await self.r.hincrby(self.k("nodegen"), node, 1))
 
     async def drained(self) -> dict[str, dict]:
         raw = await self.r.hgetall(self.k("drained"))

@@ -10,6 +10,7 @@ credential, a forged one, a node that is not in the topology.
 import re
 
 import aiohttp
+import pytest
 
 from orchestrator.api import ROUTES as ORCH_ROUTES
 from orchestrator.auth import ROLES
@@ -205,3 +206,39 @@ async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator
         await ws.close()
         async with http.post(orch.url + "/api/v1/nodes/ZZ-99/credential", json={}, headers=admin) as r:
             assert r.status == 404
+
+
+async def test_a_reissued_credential_replaces_every_earlier_one(start_orchestrator):
+    from diemcau import messages as m
+    from diemcau.tokens import TokenError, verify_node_credential
+
+    orch = await start_orchestrator()
+    async with aiohttp.ClientSession() as http:
+        admin = {"Authorization": f"Bearer {await orch.token(http)}"}
+        old = {"Authorization": f"Bearer {orch.credential('HN-01')}"}
+        ws = await http.ws_connect(orch.control_url, headers=old)
+        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        url = orch.url + "/api/v1/nodes/HN-01/credential/reissue"
+        async with http.post(url) as r:
+            assert r.status == 401
+        async with http.post(url, headers=admin) as r:
+            assert r.status == 200, await r.text()
+            body = await r.json()
+        assert body["generation"] == 1 and body["credential"].startswith("dcn1.HN-01.g1.")
+        # the channel opened with the old credential closes; the old credential cannot come back
+        msg = await ws.receive(timeout=3)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 4403
+        async with http.get(orch.control_url.replace("ws", "http", 1), headers=old) as r:
+            assert r.status == 403 and "replaced by generation 1" in (await r.json())["error"]
+        new = {"Authorization": f"Bearer {body['credential']}"}
+        ws = await http.ws_connect(orch.control_url, headers=new)
+        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        await ws.close()
+        # a forged generation (the MAC does not match) proves nothing
+        forged = body["credential"].replace(".g1.", ".g2.")
+        with pytest.raises(TokenError):
+            verify_node_credential(orch.node_key, forged)
+        evs = await orch.state.store.events(10, kind="credential_reissued")
+        assert evs[0]["subject"] == "HN-01" and evs[0]["actor"] == "admin" and "credential" not in evs[0]["detail"]
