@@ -187,13 +187,19 @@ class Floor(Msg, tag="floor"):
     given_at: float = 0.0  # unix time the operator gave the floor (halls measure its reach)
 
 
+class RaiseHand(Msg, tag="raise_hand"):
+    """A hall asks to speak (its projector page's button), or withdraws: the floor queue."""
+
+    up: bool = True
+
+
 class ErrorMsg(Msg, tag="error"):
     code: int
     reason: str
 
 
 AnyMsg = Union[Hello, Heartbeat, MediaLost, Welcome, Assign, SwitchSource, Unassign, FloorPublish, Forward, Floor,
-               ErrorMsg]
+               RaiseHand, ErrorMsg]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyMsg)

@@ -45,6 +45,8 @@ class HallDaemon:
         self.session = ""  # the live session it takes part in ("": the default programme)
         self.session_title = ""
         self.local = LocalViewers(settings) if settings.viewers_port >= 0 and settings.media_public_key else None
+        if self.local is not None:
+            self.local.core.on_hand = self._hand  # the projector page's "raise hand"
         self.recorder: Recorder | None = None  # the programme as received, to a file per session
         self.floor = FloorRole(self)
         self.qoe = QoeMonitor(QoeSettings(frozen_after_s=settings.qoe_frozen_after_s,
@@ -132,6 +134,12 @@ class HallDaemon:
 
     async def _on_lost(self, upstream: str, reason: str) -> None:
         await self.control.send(m.MediaLost(upstream=upstream, reason=reason))
+
+    async def _hand(self, up: bool) -> bool:
+        """The projector page raised (or lowered) the hall's hand: tell the orchestrator's queue."""
+        ok = await self.control.send(m.RaiseHand(up=up))
+        log.info("%s %s its hand%s", self.s.hall, "raises" if up else "lowers", "" if ok else " (not sent: no control channel)")
+        return bool(ok)
 
     async def _on_message(self, msg: m.Msg) -> None:
         if isinstance(msg, m.FloorPublish):

@@ -55,6 +55,8 @@ class FloorRole:
         if not msg.stream:
             log.info("%s: floor taken back", self.hall.s.hall)
             return
+        if self.hall.local is not None:
+            self.hall.local.core.info["hand"] = False  # it has the floor: the hand it raised is answered
         s = self.hall.s
         self.speaking = msg.stream
         if s.camera == "browser" and self.hall.local is not None:

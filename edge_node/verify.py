@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from relay.rtp import ntp_to_unix, vp8_picture_id
+from relay.rtp import ntp_to_unix, vp8_is_keyframe_start as _VP8_KEY, vp8_picture_id
 
 LATENCY_BUCKETS = 10_000  # 1 ms buckets; anything above lands in the last
 GAP_RECORD_MS = 100.0  # gaps between complete frames longer than this are kept (bounded)
@@ -83,6 +83,7 @@ class TrackVerifier:
         self._frame_ok = True
         self._frame_done = True
         self._frame_pid: int | None = None
+        self._frame_key = False
         self._last_complete_at = 0.0
         self._sr: tuple[float, int] | None = None  # (capture unix time, rtp ts)
 
@@ -139,6 +140,7 @@ class TrackVerifier:
             self._frame_done = False
             self._frame_ok = not gapped
             self._frame_pid = vp8_picture_id(payload) if payload[:1] and payload[0] & 0x10 else None
+            self._frame_key = self._frame_pid is not None and _VP8_KEY(payload)
             if self._frame_pid is None:
                 self._frame_ok = False if gapped else self._frame_ok
         elif gapped:
@@ -151,9 +153,13 @@ class TrackVerifier:
         if not ok:
             self.frames_incomplete += 1
             return
+        new_line = False
         if self.kind == "video" and pid is not None and self._pid_last is not None:
             step = (pid - self._pid_last) & 0x7FFF
-            if step == 0 or 0x4000 <= step:
+            later = self._ts_last is not None and 0 < ((ts - self._ts_last) & 0xFFFFFFFF) < 0x80000000
+            if (step == 0 or 0x4000 <= step) and self._frame_key and later:
+                new_line = True  # a later keyframe of another encoder: the relay moved us to another layer
+            elif step == 0 or 0x4000 <= step:
                 self.duplicates += 1  # a frame we already have, replayed by a woken standby
                 return
         if self.kind == "video":
@@ -170,7 +176,7 @@ class TrackVerifier:
                 self.max_gap_ms = max(self.max_gap_ms, gap_ms)
             self._last_complete_at = now
             if pid is not None:
-                self._count_pid(pid)
+                self._count_pid(pid, new_line)
         if self._ts_first is None:
             self._ts_first = self._ts_ext = ts
         else:
@@ -190,14 +196,14 @@ class TrackVerifier:
                 self.latency.add(max(latency_ms, 0.0))
                 self.recent_latency.append(latency_ms)
 
-    def _count_pid(self, pid: int) -> None:
+    def _count_pid(self, pid: int, new_line: bool = False) -> None:
         if self._pid_last is None:
             self._pid_first = self._pid_ext = pid
         else:
             step = (pid - self._pid_last) & 0x7FFF
-            if step == 0 or step >= 0x4000:
+            if (step == 0 or step >= 0x4000) and not new_line:
                 return  # repeated or older frame
-            if step > PID_DISCONTINUITY:  # another encoder (source switch): new span
+            if step > PID_DISCONTINUITY or new_line:  # another encoder (source or layer switch): new span
                 self._pid_expected_done += self._pid_ext - self._pid_first + 1
                 self._pid_first = self._pid_ext = pid
             else:

@@ -272,6 +272,17 @@ class ControlHub:
                         await self._log_qoe(node, before, msg.hall.qoe_alarms)
                     except (redis_errors.RedisError, OSError) as exc:
                         log.warning("cannot log QoE of %s (Redis: %s)", node, exc)
+            elif isinstance(msg, m.RaiseHand):
+                if node not in self.halls:
+                    await self._reject(ws, 403, "only a hall raises its hand")
+                    continue
+                try:
+                    if await self.store.queue_floor(node, msg.up, node):
+                        await self.store.event("floor_requested" if msg.up else "floor_request_withdrawn", node,
+                                               "asks to speak (from the hall)" if msg.up else "withdrawn by the hall",
+                                               actor=node)
+                except (redis_errors.RedisError, OSError) as exc:
+                    log.warning("cannot queue %s's raised hand (Redis: %s)", node, exc)
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:
                     try:

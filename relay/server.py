@@ -49,6 +49,7 @@ class RelayCore:
         self.layer_holders: dict[str, set] = {}  # layer stream -> the LayerControls using it
         self.layer_controls: set = set()  # every adapting subscriber's LayerControl
         self._layer_idle_since: dict[str, float] = {}
+        self.on_hand = None  # async (up): the hall's projector page asks to speak (hall daemons only)
         self.pull_layer = None  # async (layer stream): pull it from our upstream (the agent sets this)
         self.drop_layer = None  # async (layer stream): stop pulling it
 
@@ -398,6 +399,25 @@ class RelayCore:
         self._authorize(request, stream, "sub")
         return web.json_response(self.info)
 
+    async def hand(self, request: web.Request) -> web.Response:
+        """The projector page's "raise hand": {"up": true|false} (the hall's viewer token required)."""
+        stream = request.query.get("stream", "programme")
+        self._authorize(request, stream, "sub")
+        if self.on_hand is None:
+            raise _Rejected(404, "a hand is raised at a hall's own server, not at a relay")
+        if request.content_type != "application/json":
+            raise _Rejected(415, "send JSON with Content-Type: application/json")
+        try:
+            body = json.loads(await request.content.read(1024))
+        except ValueError:
+            raise _Rejected(400, "body is not valid JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("up"), bool) or set(body) != {"up"}:
+            raise _Rejected(422, 'body must be {"up": true|false}')
+        if not await self.on_hand(body["up"]):
+            raise _Rejected(503, "the hall is not connected to the control plane now; try again", retry_after="2")
+        self.info["hand"] = body["up"]
+        return web.json_response({"hand": body["up"]})
+
     async def player(self, request: web.Request) -> web.FileResponse:
         name = request.match_info.get("file") or "index.html"
         if name not in PLAYER_FILES:
@@ -485,6 +505,7 @@ ROUTES = [
     # the hall's screen (static; it plays by WHEP with a media token from its URL fragment)
     ("GET", "/player/", "player", "public"),
     ("GET", "/player-info", "player_info", "sub"),
+    ("POST", "/hand", "hand", "sub"),
     ("GET", "/player/{file}", "player", "public"),
 ]
 

@@ -52,6 +52,19 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             await page.goto(player_url)
             await page.wait_for_function("document.querySelector('#status').dataset.state === 'playing'", timeout=15000)
             assert await page.is_hidden("#floor")
+            # HP-01 asks to speak from its projector page: the operators' queue has it, asked by the hall
+            await page.click("#hand")
+
+            async def queued():
+                async with http.get(url, headers=h) as r:
+                    return [(q["hall"], q["by"]) for q in (await r.json())["queue"]]
+
+            async def hp01_queued():
+                return ("HP-01", "HP-01") in await queued()
+
+            await wait_for(hp01_queued, 5, what="HP-01 in the floor queue")
+            assert await queued() == [("HN-02", "admin"), ("HP-01", "HP-01")]
+            assert await page.get_attribute("#hand", "data-up") == "true"
             reach, on_screen_ms = {}, {}
             programme = {hid: x.stats().frames_received for hid, x in halls.items()}
             # HP-01's camera is its projector PC's (Chromium's fake camera, by getUserMedia)
@@ -67,6 +80,7 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                 assert halls[speaker].stats().floor.startswith("floor-") and halls[speaker].floor.speaking
                 if speaker == "HP-01":
                     assert await page.evaluate("window.dcCamera && window.dcCamera.connectionState") == "connected"
+                    await page.wait_for_selector("#hand[data-up=false]", timeout=2000)  # its hand was answered
                 reach[speaker] = max(x.stats().floor_reach_ms for x in others)
 
                 # the board carries each hall's own measurement (the load harness reads it there)
@@ -98,7 +112,8 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
             await page.wait_for_selector("#floor", state="hidden", timeout=3000)
             async with http.get(orch.url + "/api/v1/events?kind=floor_given,floor_taken,floor_requested", headers=h) as r:
                 kinds = [(e["kind"], e["subject"]) for e in (await r.json())["events"]][::-1]
-            assert kinds == [("floor_requested", "HN-02"), ("floor_given", "HN-01"), ("floor_given", "HN-02"),
+            assert kinds == [("floor_requested", "HN-02"), ("floor_requested", "HP-01"), ("floor_given", "HN-01"),
+                             ("floor_given", "HN-02"),
                              ("floor_given", "HP-01"), ("floor_taken", "HP-01")]
             await page.wait_for_function("!window.dcCamera", timeout=3000)  # the page stopped capturing
     finally:

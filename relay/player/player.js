@@ -164,6 +164,23 @@ async function speak(stream) {
   }
 }
 
+// "raise hand": the hall asks the operators for the floor (the queue in their console)
+function showHand(up) {
+  const b = $("#hand");
+  b.dataset.up = String(!!up);
+  b.textContent = up ? "✋ Đang xin phát biểu — bấm để rút / Hand raised — click to lower" : "✋ Xin phát biểu / Raise hand";
+}
+$("#hand").addEventListener("click", async () => {
+  const up = $("#hand").dataset.up !== "true";
+  try {
+    const r = await fetch(`/hand?stream=${encodeURIComponent(stream)}`, {
+      method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: JSON.stringify({ up }),
+    });
+    if (r.ok) showHand(up);
+    else $("#status-detail").textContent = `hand: ${r.status}`;
+  } catch (e) { $("#status-detail").textContent = `hand: ${e.message || e}`; }
+});
+
 async function info() {  // the hall and the session it follows now (sessions change without a reload)
   try {
     const r = await fetch(`/player-info?stream=${encodeURIComponent(stream)}`, { headers: { Authorization: `Bearer ${token}` } });
@@ -174,6 +191,7 @@ async function info() {  // the hall and the session it follows now (sessions ch
     $("#title").dataset.session = i.session || "";
     showFloor(i.floor || "");
     speak(i.speaking || "");
+    showHand(i.hand);
   } catch { /* the hall daemon is restarting: keep the last title */ }
 }
 if (!token) show("no_token");
