@@ -779,6 +779,11 @@ class Api:
             "# TYPE diemcau_control_rejected_total counter", f"diemcau_control_rejected_total {hub.rejected_messages}",
             "# TYPE diemcau_leader gauge", f"diemcau_leader {int(self.st.leadership.is_leader)}",
             "# TYPE diemcau_replans_total counter", f"diemcau_replans_total {self.st.planner.replans}",
+            # relays that looked silent only because this orchestrator's own loop had stood still
+            "# TYPE diemcau_relay_deaths_deferred_total counter",
+            f"diemcau_relay_deaths_deferred_total {self.st.planner.deaths_deferred}",
+            "# TYPE diemcau_loop_stall_seconds gauge",
+            f"diemcau_loop_stall_seconds {self.st.planner.loop_watch.stalled_within(60):.3f}",
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -44,6 +44,7 @@ class ControlHub:
         self.channels: dict[str, web.WebSocketResponse] = {}
         self.channel_generation: dict[str, int] = {}  # the credential generation each channel opened with
         self._cutting: set[int] = set()  # channels being closed for a revoked or replaced credential
+        self._replans: set[asyncio.Task] = set()  # re-plans after nodes' MediaLost reports, running
         self.planner = None  # set by the app once built
         self.on_disconnect = None  # called with the node id when its channel closes
         self.heartbeats = 0
@@ -204,6 +205,16 @@ class ControlHub:
         if cleared:
             await self.store.event("qoe_clear", node, f"{', '.join(cleared)} cleared")
 
+    async def _media_lost(self, node: str, msg: m.MediaLost) -> None:
+        try:
+            await self.planner.on_media_lost(node, msg.upstream, msg.reason)
+        except (redis_errors.RedisError, OSError) as exc:
+            # Redis away: the node has already switched by itself; the leader's sweep
+            # re-plans from the nodes' reports when Redis is back.
+            log.warning("cannot re-plan %s now (Redis: %s)", node, exc)
+        except Exception:
+            log.exception("re-planning %s after its report failed", node)
+
     async def _log_layers(self, node: str, layers: dict[str, list[str]]) -> None:
         """A hall's layer changed at this relay: one event with the reason (from, to, why)."""
         seen = self._layers.setdefault(node, {})
@@ -285,17 +296,18 @@ class ControlHub:
                     log.warning("cannot queue %s's raised hand (Redis: %s)", node, exc)
             elif isinstance(msg, m.MediaLost):
                 if self.planner is not None:
-                    try:
-                        if msg.stream and msg.stream != self.s.stream:
-                            # a session's or the floor's stream not there yet: its path retries by
-                            # itself; the node's assignment (all its streams' relays) stays
-                            log.info("%s: %s from %s: %s", node, msg.stream, msg.upstream, msg.reason)
-                        else:
-                            await self.planner.on_media_lost(node, msg.upstream, msg.reason)
-                    except (redis_errors.RedisError, OSError) as exc:
-                        # Redis away: the node has already switched by itself; the leader's sweep
-                        # re-plans from the nodes' reports when Redis is back.
-                        log.warning("cannot re-plan %s now (Redis: %s)", node, exc)
+                    if msg.stream and msg.stream != self.s.stream:
+                        # a session's or the floor's stream not there yet: its path retries by
+                        # itself; the node's assignment (all its streams' relays) stays
+                        log.info("%s: %s from %s: %s", node, msg.stream, msg.upstream, msg.reason)
+                    else:
+                        # re-planned beside this channel, never in its way: the planner may wait for
+                        # its lock (a sweep moving many halls), and the heartbeats that follow on this
+                        # channel must not wait with it (a relay whose heartbeats sat unread behind its
+                        # own report was judged dead, and its halls moved away from a healthy relay)
+                        task = asyncio.ensure_future(self._media_lost(node, msg))
+                        self._replans.add(task)
+                        task.add_done_callback(self._replans.discard)
             else:
                 bad += 1
                 await self._reject(ws, 400, f"unexpected message {type(msg).__name__}", close=bad >= MAX_BAD_MESSAGES)

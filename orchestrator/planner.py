@@ -28,6 +28,36 @@ MEDIA_LOST_WINDOW_S = 10.0
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
 
+class LoopWatch:
+    """How long this process's own event loop stood still lately (CPU starvation, a collector
+    pause). Heartbeats that arrived meanwhile wait unread, so every node looks silent for as long:
+    judging relays dead across such a stall would re-plan a healthy deployment, and the re-plan
+    would add load to a box already starved (the cascade the 70-hall runs showed)."""
+
+    TICK_S = 0.1
+    STALL_S = 0.25  # a tick this late is a stall
+
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float]] = []  # (monotonic end, length s)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.TICK_S)
+            now = loop.time()
+            late = now - last - self.TICK_S
+            last = now
+            if late > self.STALL_S:
+                self.stalls.append((time.monotonic(), late))
+                del self.stalls[:-50]
+
+    def stalled_within(self, window_s: float) -> float:
+        """Seconds the loop stood still during the last `window_s`."""
+        since = time.monotonic() - window_s
+        return sum(length for end, length in self.stalls if end >= since)
+
+
 class Planner:
     def __init__(
         self,
@@ -50,6 +80,8 @@ class Planner:
         self.hitless: dict[str, bool] = {}  # operators' hitless setting per hall (Redis "hitless"), sent in Assign
         self.layers: dict[str, LayerPolicy] = {}  # operators' layer bounds per hall (Redis "layers"), sent in Assign
         self.dead: set[str] = set()
+        self.loop_watch = LoopWatch()  # started with the orchestrator (app); idle in unit use
+        self.deaths_deferred = 0  # relays that looked dead right after our own loop stalled
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
         self.replans = 0
@@ -62,6 +94,9 @@ class Planner:
             self.store.drained(),
         )
         now = now_ms()
+        # the time our own loop stood still lately counts for nobody's silence
+        hb_limit = 5 * self.s.relay_heartbeat_ms  # connected but silent this long: hung
+        stalled_ms = int(self.loop_watch.stalled_within(hb_limit / 1000 + 1.0) * 1000)
         load: dict[str, int] = {}
         standby: dict[str, int] = {}
         for a in assign.values():
@@ -73,8 +108,11 @@ class Planner:
             if info.get("kind") != "relay":
                 continue
             age = now - seen.get(node, 0)
-            hb_limit = 5 * self.s.relay_heartbeat_ms  # connected but silent this long: hung
             alive = (node in conn and age < hb_limit) or (node not in conn and age < self.s.relay_dead_after_ms)
+            if not alive and stalled_ms and ((node in conn and age - stalled_ms < hb_limit)
+                                              or (node not in conn and age - stalled_ms < self.s.relay_dead_after_ms)):
+                alive = True  # silent only while we stood still ourselves
+                self.deaths_deferred += 1
             inv = self.inventory.get(node)
             views.append(
                 RelayView(
@@ -388,6 +426,7 @@ class Planner:
             views, assign = await self.relay_views()
             now_dead = {v.id for v in views if not v.alive}
             newly = now_dead - self.dead
+
             self.dead = now_dead
             for relay_id in sorted(newly):
                 log.warning("relay %s is dead: re-planning its dependants", relay_id)

@@ -33,3 +33,21 @@ def test_a_halls_standby_is_behind_another_origin_than_its_primary():
     assert choose_hall_relay("south", 10.8, 106.6, views, {"south-1"}, upstream_of, "origin-2").id == "south-2"
     # with no origin to avoid, load and distance decide as before
     assert choose_hall_relay("south", 10.8, 106.6, views, {"south-1"}).id == "south-3"
+
+
+async def test_the_orchestrators_own_stall_is_nobodys_silence():
+    """Heartbeats wait unread while the orchestrator's loop stands still: that time is not counted
+    against the relays (else a starved control plane re-plans a healthy deployment)."""
+    import asyncio
+    import time as _time
+
+    from orchestrator.planner import LoopWatch
+
+    watch = LoopWatch()
+    task = asyncio.ensure_future(watch.run())
+    await asyncio.sleep(0.25)
+    _time.sleep(0.6)  # the loop stands still (a collector pause, a starved CPU)
+    await asyncio.sleep(0.25)
+    task.cancel()
+    assert 0.45 < watch.stalled_within(5.0) < 1.0
+    assert watch.stalled_within(0.0) == 0.0
