@@ -99,6 +99,12 @@ class TrackVerifier:
         self._sr = None
         self._late_run = 0
 
+    def after_absence(self) -> None:
+        """The receiver left and came back (a participant reloading its page): a new source, and
+        the time it was away is neither a freeze nor missing frames."""
+        self.new_source()
+        self._last_complete_at = 0.0
+
     def new_source(self) -> None:
         """Another programme (the hall's session changed): a new path and a new picture-id line."""
         self.new_segment()

@@ -96,7 +96,9 @@ def run_loadtest(args) -> int:
             w = subprocess.Popen([sys.executable, "-m", "loadtest.worker"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=open(dep.log_dir / f"worker-{i}.log", "wb"))
             w.stdin.write(json.dumps({"api": dep.base_url, "participants": group, "start_at": start_at,
-                                      "duration_s": sc.duration_s, "ramp_per_s": sc.ramp_per_s / sc.workers}).encode())
+                                      "duration_s": sc.duration_s, "ramp_per_s": sc.ramp_per_s / sc.workers,
+                                      "churn_per_min": sc.churn_per_min / sc.workers,
+                                      "churn_away_s": sc.churn_away_s}).encode())
             w.stdin.close()
             workers.append(w)
         cpu0, t0 = cpu_by_kind(), time.time()
@@ -247,6 +249,10 @@ def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:
         "join_ms_p50": pct([r["join_ms"] for r in connected], 0.5),
         "join_ms_p99": pct([r["join_ms"] for r in connected], 0.99),
         "first_media_ms_p99": pct([r["first_media_ms"] for r in receiving], 0.99),
+        "rejoins": sum(len(r.get("rejoin_ms", [])) for r in rows),
+        "rejoins_failed": sum(r.get("rejoins_failed", 0) for r in rows),
+        "rejoin_ms_p50": pct([ms for r in rows for ms in r.get("rejoin_ms", [])], 0.5),
+        "rejoin_ms_p99": pct([ms for r in rows for ms in r.get("rejoin_ms", [])], 0.99),
         "delivered_ratio_min": min(ratios, default=0.0),
         "delivered_ratio_p50": pct(ratios, 0.5),
         "halls": len(halls),

@@ -37,6 +37,10 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     fps: int = 30  # the studio programme
     width: int = 640
     height: int = 360
+    # churn: this many participants a minute (over the whole run, after the ramp) leave their hall
+    # (WHEP DELETE) and come back `churn_away_s` later through the API, with a new join
+    churn_per_min: float = 0.0
+    churn_away_s: float = 3.0
     fault: list[Fault] = []
     action: list[Action] = []
 
@@ -65,6 +69,8 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ScenarioError(f"{path}: participants must be 1-10000")
     if sc.duration_s <= 0 or sc.ramp_per_s <= 0 or not 1 <= sc.workers <= 32:
         raise ScenarioError(f"{path}: duration_s and ramp_per_s must be positive, workers 1-32")
+    if not (0 <= sc.churn_per_min <= 6000 and 0 < sc.churn_away_s <= 600):
+        raise ScenarioError(f"{path}: churn_per_min must be 0-6000 and churn_away_s 0-600 (above 0)")
     if not (1 <= sc.fps <= 60 and 64 <= sc.width <= 1920 and 64 <= sc.height <= 1080):
         raise ScenarioError(f"{path}: fps must be 1-60, width 64-1920, height 64-1080")
     for what, one, entries, kinds in (("fault", "a fault's", sc.fault, FAULT_KINDS),

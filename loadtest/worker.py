@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -30,6 +31,9 @@ class Participant:
         self.error = ""
         self._t0 = 0.0
         self.sub: WhepSubscriber | None = None
+        self.rejoin_ms: list[float] = []  # each time it left and came back: API call to connected
+        self.rejoins_failed = 0
+        self.away = False
 
     def sinks(self, kind, codec):
         def on_packet(packet):
@@ -42,8 +46,9 @@ class Participant:
 
         return on_packet, (self.video.on_sr if kind == "video" else None)
 
-    async def join(self, http: aiohttp.ClientSession, api: str) -> None:
+    async def join(self, http: aiohttp.ClientSession, api: str, first: bool = True) -> None:
         self._t0 = time.monotonic()
+
         for attempt in range(20):
             try:
                 async with http.post(f"{api}/api/v1/join", headers={"Authorization": f"Bearer {self.token}"}) as r:
@@ -69,6 +74,25 @@ class Participant:
                 self.error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(1.0)
 
+    async def leave(self, http: aiohttp.ClientSession) -> None:
+        """Leave the hall (WHEP DELETE) as a participant closing the page does."""
+        self.away = True
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            await sub.close(http)
+
+    async def rejoin(self, http: aiohttp.ClientSession, api: str) -> None:
+        """Come back through the API: a new join, a new single-use media token, a new session. What
+        it saw while away is not counted against it (a new picture-id span)."""
+        self.video.after_absence()
+        self.connected = False
+        await self.join(http, api, first=False)
+        if self.connected:
+            self.rejoin_ms.append(round(self.join_ms, 1))
+        else:
+            self.rejoins_failed += 1
+        self.away = False
+
     def row(self) -> dict:
         v = self.video
         expected = v.frames_expected()
@@ -79,6 +103,7 @@ class Participant:
             "delivered_ratio": round(v.frames / expected, 4) if expected else 0.0,
             "max_freeze_ms": round(v.max_gap_ms, 1), "gaps": [list(g) for g in v.gaps],
             "audio_packets": self.audio_packets, "packets_lost": v.lost,
+            "rejoin_ms": self.rejoin_ms, "rejoins_failed": self.rejoins_failed,
         }
 
 
@@ -92,7 +117,13 @@ async def run(cfg: dict) -> list[dict]:
         for i, p in enumerate(people):
             joins.append(asyncio.ensure_future(p.join(http, cfg["api"])))
             await asyncio.sleep(1.0 / cfg["ramp_per_s"])
+        churn = None
+        if cfg.get("churn_per_min"):
+            churn = asyncio.ensure_future(_churn(people, http, cfg, end))
         await asyncio.sleep(max(end - time.time(), 0))
+        if churn is not None:
+            churn.cancel()
+            await asyncio.gather(churn, return_exceptions=True)
         for j in joins:
             j.cancel()
         rows = [p.row() for p in people]
@@ -100,6 +131,32 @@ async def run(cfg: dict) -> list[dict]:
             if p.sub is not None:
                 await p.sub.close(http)
     return rows
+
+
+async def _churn(people: list[Participant], http: aiohttp.ClientSession, cfg: dict, end: float) -> None:
+    """Participants leave and come back at random (a Poisson process of `churn_per_min`)."""
+    rng = random.Random(7)
+    away = cfg.get("churn_away_s", 3.0)
+    tasks: set[asyncio.Task] = set()
+
+    async def one(p: Participant) -> None:
+        await p.leave(http)
+        await asyncio.sleep(away)
+        await p.rejoin(http, cfg["api"])
+
+    try:
+        while time.time() < end - away - 5:
+            await asyncio.sleep(rng.expovariate(cfg["churn_per_min"] / 60))
+            present = [p for p in people if p.connected and not p.away]
+            if present:
+                t = asyncio.ensure_future(one(rng.choice(present)))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    except asyncio.CancelledError:
+        for t in tasks:
+            t.cancel()
+        raise
 
 
 def main() -> None:

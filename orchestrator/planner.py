@@ -28,6 +28,10 @@ MEDIA_LOST_WINDOW_S = 10.0
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
 
+UNHEARD_CHECK_S = 3.0
+UNHEARD_AFTER_MS = 8000  # a hall with an assignment this old and still no relay did not hear it
+
+
 class LoopWatch:
     """How long this process's own event loop stood still lately (CPU starvation, a collector
     pause). Heartbeats that arrived meanwhile wait unread, so every node looks silent for as long:
@@ -82,6 +86,8 @@ class Planner:
         self.dead: set[str] = set()
         self.loop_watch = LoopWatch()  # started with the orchestrator (app); idle in unit use
         self.deaths_deferred = 0  # relays that looked dead right after our own loop stalled
+        self.resent_unheard = 0  # assignments sent again to halls that never acted on them
+        self._unheard_checked = 0.0
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
         self.replans = 0
@@ -391,6 +397,27 @@ class Planner:
                 self.dead.discard(node)
                 await self.plan(node, views, assign, "registered")
                 await self._place_waiting(views, assign)
+            await self._resend_unheard(views, assign)
+
+    async def _resend_unheard(self, views: list[RelayView], assign: dict) -> None:
+        """A connected hall that has an assignment but reports no relay for a while never got it
+        (it went to a channel that was being replaced, say): send it again. Idempotent at the hall;
+        checked every few seconds."""
+        now = time.monotonic()
+        if now - self._unheard_checked < UNHEARD_CHECK_S:
+            return
+        self._unheard_checked = now
+        stats, conn = await asyncio.gather(self.store.stats(), self.store.connected())
+        at_ms = now_ms()
+        for node, a in assign.items():
+            st = stats.get(node)
+            if (node in self.halls and node in conn and st is not None and not st.get("relay")
+                    and st.get("state", "idle") in ("idle", "connecting")
+                    and at_ms - int(a.get("at", at_ms)) > UNHEARD_AFTER_MS):
+                if await self.resend(node, a, views):
+                    self.resent_unheard += 1
+                    log.warning("%s has had no relay for %.0f s since its assignment: sent it again",
+                                node, (at_ms - int(a.get("at", at_ms))) / 1000)
 
     async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
         now = time.monotonic()

@@ -45,6 +45,8 @@ def test_smoke_rehearsal_all_participants_receive_through_a_relay_kill(tmp_path)
         assert key in r, key
     assert r["participants_receiving"] == r["participants"] == 16
     assert r["delivered_ratio_p50"] >= 0.99
+    # churn: participants left and came back through the API, each with a new single-use token
+    assert r["rejoins"] >= 3 and r["rejoins_failed"] == 0 and r["rejoin_ms_p99"] > 0
     (fault,) = r["faults"]
     assert fault["kind"] == "kill-relay" and fault["effect"]["participants_frozen"] >= 1
     assert fault["effect"]["participant_max_freeze_ms"] < 2000

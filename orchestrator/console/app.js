@@ -76,6 +76,7 @@ let board = null;
 let stream = null;
 let me = null;
 let openHall = null;
+let layerEdited = false;  // the operator changed the layer controls of the open hall and has not applied them yet
 let eventsHead = "";
 const t = (k, ...args) => {
   const v = (I18N[lang] && I18N[lang][k]) ?? k;
@@ -316,18 +317,28 @@ function fillHall(id) {
   const ladder = board.relays.reduce((best, r) => ((r.ladder || []).length > best.length ? r.ladder : best), []);
   const policy = h.layer_policy || {};
   for (const [sel, key] of [[$("#layer-ceiling"), "ceiling"], [$("#layer-floor"), "floor"]]) {
-    if (document.activeElement === sel) continue;  // the operator is choosing
-    sel.innerHTML = `<option value="">${esc(t("layer_any"))}</option>` +
+    const options = `<option value="">${esc(t("layer_any"))}</option>` +
       ladder.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
-    sel.value = policy[key] || "";
+    if (sel.dataset.options !== options) {  // the board refreshes every second: rebuild only on change
+      const keep = sel.value;
+      sel.innerHTML = options;
+      sel.dataset.options = options;
+      sel.value = keep;
+    }
+    if (!layerEdited) sel.value = policy[key] || "";  // never undo what the operator is choosing
   }
-  if (document.activeElement !== $("#layer-audio")) $("#layer-audio").checked = !!policy.audio_only;
+  if (!layerEdited) $("#layer-audio").checked = !!policy.audio_only;
   $("#layer-go").disabled = !canOperate() || !ladder.length;
   $("#layer-go").title = ladder.length ? "" : t("no_ladder");
 }
 
+for (const id of ["#layer-ceiling", "#layer-floor", "#layer-audio"]) {
+  $(id).addEventListener("change", () => { layerEdited = true; });
+}
+
 function openHallDialog(id) {
   openHall = id;
+  layerEdited = false;
   $("#move-target").value = "";
   fillHall(id);
   $("#hall-dialog").showModal();
@@ -363,7 +374,7 @@ $("#layer-go").addEventListener("click", async () => {
   const what = body.audio_only ? t("audio_only")
     : `${t("layer_ceiling")} ${body.ceiling || t("layer_any")}, ${t("layer_floor")} ${body.floor || t("layer_any")}`;
   if (!(await confirmDialog(t("confirm_layer", id, what)))) return;
-  await act(`/api/v1/halls/${encodeURIComponent(id)}/layer`, body);
+  if (await act(`/api/v1/halls/${encodeURIComponent(id)}/layer`, body)) layerEdited = false;
 });
 $("#relays").addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button[data-drain]");
