@@ -352,12 +352,7 @@ class RelayCore:
             raise _Rejected(404, "no such session")
         if session.subject != claims.sub:
             raise _Rejected(403, "session belongs to another subject")
-        if request.content_type != "application/json":
-            raise _Rejected(415, "send JSON with Content-Type: application/json")
-        try:
-            body = json.loads(await request.content.read(4096))
-        except ValueError:
-            raise _Rejected(400, "body is not valid JSON") from None
+        body = await _read_json(request, 4096)
         policy = ("adapt", "floor", "ceiling", "audio_only")
         if not isinstance(body, dict) or not body or set(body) - {"active", *policy}:
             raise _Rejected(422, 'body must be an object with some of "active", "adapt", "floor", "ceiling", "audio_only"')
@@ -405,12 +400,7 @@ class RelayCore:
         self._authorize(request, stream, "sub")
         if self.on_hand is None:
             raise _Rejected(404, "a hand is raised at a hall's own server, not at a relay")
-        if request.content_type != "application/json":
-            raise _Rejected(415, "send JSON with Content-Type: application/json")
-        try:
-            body = json.loads(await request.content.read(1024))
-        except ValueError:
-            raise _Rejected(400, "body is not valid JSON") from None
+        body = await _read_json(request, 1024)
         if not isinstance(body, dict) or not isinstance(body.get("up"), bool) or set(body) != {"up"}:
             raise _Rejected(422, 'body must be {"up": true|false}')
         if not await self.on_hand(body["up"]):
@@ -479,6 +469,16 @@ class RelayCore:
             "transcoding": sorted(f"{b}~{n}" for b, t in self.transcoders.items() for n in t.layers),
             "ladder": self.layer_names() if self.ladder else [],
         }
+
+
+async def _read_json(request: web.Request, max_bytes: int):
+    """A small JSON body (the WHEP layer extension, a raised hand), or a 4xx that says why."""
+    if request.content_type != "application/json":
+        raise _Rejected(415, "send JSON with Content-Type: application/json")
+    try:
+        return json.loads(await request.content.read(max_bytes))
+    except ValueError:
+        raise _Rejected(400, "body is not valid JSON") from None
 
 
 def _Rejected(status: int, reason: str, retry_after: str | None = None) -> Problem:

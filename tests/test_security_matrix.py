@@ -179,16 +179,23 @@ async def test_relay_session_limits_per_token_and_per_address(start_relay, signe
         await task
 
 
-async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator):
+async def _welcomed(http, orch, headers: dict):
+    """HN-01's control channel opened with `headers`, its hello answered."""
     from diemcau import messages as m
+
+    ws = await http.ws_connect(orch.control_url, headers=headers)
+    await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
+    assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+    return ws
+
+
+async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator):
 
     orch = await start_orchestrator()
     async with aiohttp.ClientSession() as http:
         admin = {"Authorization": f"Bearer {await orch.token(http)}"}
         node = {"Authorization": f"Bearer {orch.credential('HN-01')}"}
-        ws = await http.ws_connect(orch.control_url, headers=node)
-        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
-        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        ws = await _welcomed(http, orch, node)
         url = orch.url + "/api/v1/nodes/HN-01/credential"
         async with http.post(url, json={"revoked": True, "reason": "laptop stolen"}, headers=admin) as r:
             assert r.status == 200, await r.text()
@@ -200,25 +207,20 @@ async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator
         assert evs[0]["subject"] == "HN-01" and evs[0]["actor"] == "admin" and evs[0]["detail"] == "laptop stolen"
         async with http.post(url, json={"revoked": False}, headers=admin) as r:
             assert r.status == 200
-        ws = await http.ws_connect(orch.control_url, headers=node)
-        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
-        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        ws = await _welcomed(http, orch, node)
         await ws.close()
         async with http.post(orch.url + "/api/v1/nodes/ZZ-99/credential", json={}, headers=admin) as r:
             assert r.status == 404
 
 
 async def test_a_reissued_credential_replaces_every_earlier_one(start_orchestrator):
-    from diemcau import messages as m
     from diemcau.tokens import TokenError, verify_node_credential
 
     orch = await start_orchestrator()
     async with aiohttp.ClientSession() as http:
         admin = {"Authorization": f"Bearer {await orch.token(http)}"}
         old = {"Authorization": f"Bearer {orch.credential('HN-01')}"}
-        ws = await http.ws_connect(orch.control_url, headers=old)
-        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
-        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        ws = await _welcomed(http, orch, old)
         url = orch.url + "/api/v1/nodes/HN-01/credential/reissue"
         async with http.post(url) as r:
             assert r.status == 401
@@ -232,9 +234,7 @@ async def test_a_reissued_credential_replaces_every_earlier_one(start_orchestrat
         async with http.get(orch.control_url.replace("ws", "http", 1), headers=old) as r:
             assert r.status == 403 and "replaced by generation 1" in (await r.json())["error"]
         new = {"Authorization": f"Bearer {body['credential']}"}
-        ws = await http.ws_connect(orch.control_url, headers=new)
-        await ws.send_bytes(m.encode(m.Hello(node="HN-01", kind="hall", version="t")))
-        assert isinstance(m.decode((await ws.receive()).data), m.Welcome)
+        ws = await _welcomed(http, orch, new)
         await ws.close()
         # a forged generation (the MAC does not match) proves nothing
         forged = body["credential"].replace(".g1.", ".g2.")
