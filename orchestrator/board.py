@@ -6,6 +6,7 @@ import asyncio
 
 from diemcau.topology import Hall
 
+from .planner import serving_counts
 from .settings import OrchestratorSettings
 from .store import Store, now_ms
 
@@ -75,6 +76,7 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
         if layer == "audio" and hall_rows[-1]["state"] in ("on_air", "degraded", "on_backup"):
             hall_rows[-1]["state"] = "audio_only"
     hall_ids = {h.id for h in halls}
+    serving = serving_counts(stats, seen, now, hall_ids, 3 * settings.hall_heartbeat_ms, 3 * settings.relay_heartbeat_ms)
     relay_rows = []
     for node, info in sorted(nodes.items()):
         if info.get("kind") != "relay":
@@ -82,6 +84,8 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
         st = stats.get(node, {})
         age = now - seen.get(node, 0)
         alive = (node in conn and age < 5 * settings.relay_heartbeat_ms) or age < settings.relay_dead_after_ms
+        cut = not alive and serving.get(node, 0) > 0  # silent to us, yet its halls receive from it
+        alive = alive or cut
         relay_rows.append(
             {
                 "id": node,
@@ -91,6 +95,8 @@ async def snapshot(store: Store, halls: list[Hall], settings: OrchestratorSettin
                 "capacity": info.get("capacity"),
                 "alive": alive,
                 "drained": node in drained,
+                "cut": cut,  # cut from the control plane, still serving: keeps its halls, takes no new ones
+                "serving": serving.get(node, 0),
                 "drained_by": drained.get(node, {}).get("by", ""),
                 "connected": node in conn,
                 "halls": sum(1 for n, a in assign.items() if a.get("upstream") == node and n in hall_ids),

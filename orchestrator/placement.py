@@ -23,10 +23,13 @@ class RelayView:
     lon: float = 0.0
     alive: bool = True
     drained: bool = False  # an operator is emptying it: keeps what it has until moved, takes nothing new
+    # cut from the control plane but still serving: its halls report receiving from it, so it keeps
+    # them (moving healthy halls would be the outage); it takes nothing new until it is back
+    cut: bool = False
 
     @property
     def placeable(self) -> bool:
-        return self.alive and not self.drained and bool(self.url)
+        return self.alive and not self.drained and not self.cut and bool(self.url)
 
     @property
     def utilisation(self) -> float:

@@ -28,6 +28,20 @@ MEDIA_LOST_WINDOW_S = 10.0
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
 
+def serving_counts(stats: dict[str, dict], seen: dict[str, int], now: int, halls, hall_fresh_ms: int,
+                   relay_fresh_ms: int) -> dict[str, int]:
+    """relay id -> how many nodes report, in a fresh heartbeat, that media flows from it now."""
+    out: dict[str, int] = {}
+    for node, st in stats.items():
+        if node in halls:
+            src, ok, fresh = st.get("relay"), st.get("state") == "receiving", hall_fresh_ms
+        else:
+            src, ok, fresh = st.get("upstream"), st.get("upstream_state") == "receiving", relay_fresh_ms
+        if src and ok and now - seen.get(node, 0) < fresh:
+            out[src] = out.get(src, 0) + 1
+    return out
+
+
 UNHEARD_CHECK_S = 3.0
 UNHEARD_AFTER_MS = 8000  # a hall with an assignment this old and still no relay did not hear it
 
@@ -99,6 +113,7 @@ class Planner:
             self.store.nodes(), self.store.connected(), self.store.last_seen(), self.store.assignments(),
             self.store.drained(),
         )
+        serving: dict[str, int] | None = None  # relay -> halls that report receiving from it just now
         now = now_ms()
         # the time our own loop stood still lately counts for nobody's silence
         hb_limit = 5 * self.s.relay_heartbeat_ms  # connected but silent this long: hung
@@ -119,6 +134,14 @@ class Planner:
                                               or (node not in conn and age - stalled_ms < self.s.relay_dead_after_ms)):
                 alive = True  # silent only while we stood still ourselves
                 self.deaths_deferred += 1
+            cut = False
+            if not alive:
+                # silent to us: dead, or only cut from the control plane? Its halls know: if they
+                # still report receiving from it, it serves; keep them where they are
+                if serving is None:
+                    serving = await self._serving(seen, now)
+                if serving.get(node, 0) > 0:
+                    alive, cut = True, True
             inv = self.inventory.get(node)
             views.append(
                 RelayView(
@@ -133,6 +156,7 @@ class Planner:
                     lon=inv.lon if inv else 0.0,
                     alive=alive,
                     drained=node in drained,
+                    cut=cut,
                 )
             )
         return views, assign
@@ -398,6 +422,12 @@ class Planner:
                 await self.plan(node, views, assign, "registered")
                 await self._place_waiting(views, assign)
             await self._resend_unheard(views, assign)
+
+    async def _serving(self, seen: dict[str, int], now: int) -> dict[str, int]:
+        """Nodes that report, in a fresh heartbeat, receiving from each relay (halls from their
+        relay, relays from their upstream)."""
+        return serving_counts(await self.store.stats(), seen, now, self.halls,
+                              3 * self.s.hall_heartbeat_ms, 3 * self.s.relay_heartbeat_ms)
 
     async def _resend_unheard(self, views: list[RelayView], assign: dict) -> None:
         """A connected hall that has an assignment but reports no relay for a while never got it

@@ -84,3 +84,55 @@ async def test_a_leader_that_paused_past_its_lease_cannot_overwrite_its_successo
         for key in await r.keys(prefix + "*"):
             await r.delete(key)
         await r.aclose()
+
+
+async def test_a_relay_cut_from_the_control_plane_keeps_its_healthy_halls(start_orchestrator, start_relay, signer):
+    """Partition: a regional relay loses its control channel but goes on serving. Its halls still
+    report receiving from it, so the orchestrator keeps them there (moving healthy halls would be
+    the outage), places nothing new on it, and takes it back when it reconnects."""
+    from diemcau.control_client import ControlClient
+
+    orch = await start_orchestrator()
+    relays, agents = {}, {}
+    for rid, role in (("origin-1", "origin"), ("north-1", "regional")):
+        relays[rid] = await start_relay(rid, role, region="north", orchestrator_url=orch.control_url,
+                                        credential=orch.credential(rid), heartbeat_ms=300)
+        agents[rid] = RelayAgent(relays[rid].core, relays[rid].url)
+        agents[rid].start()
+    studio, task = await start_studio(relays["origin-1"].url, signer)
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+    api = orch.app["api"]
+
+    def relay_row(rid):
+        return next((r for r in api.board["relays"] if r["id"] == rid), {})
+
+    try:
+        await wait_for(lambda: hall.stats().state == "receiving" and hall.stats().relay == "north-1"
+                       and hall.stats().frames_received > 30, 30, what="HN-01 receiving from north-1")
+        before = (await orch.state.store.assignments())["HN-01"]
+        # the partition: north-1's control channel is gone, its media path is not
+        agent = agents["north-1"]
+        agent.control.stop()
+        await wait_for(lambda: relay_row("north-1").get("cut"), 10, what="north-1 shown cut, still serving")
+        await asyncio.sleep(3.0)  # twice the time after which a silent relay is judged dead
+        after = (await orch.state.store.assignments())["HN-01"]
+        assert after["upstream"] == before["upstream"] == "north-1" and after["epoch"] == before["epoch"]
+        assert relay_row("north-1")["alive"] and relay_row("north-1")["serving"] >= 1
+        assert not await orch.state.store.events(10, kind="relay_dead")
+        frames = hall.stats().frames_received
+        await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="HN-01 still receiving")
+        # healed: the relay's control channel comes back, and the orchestrator takes it back
+        agent.control = ControlClient(agent.s.orchestrator_url, agent.s.credential, agent._hello, agent._heartbeat,
+                                      agent._on_message, agent.s.heartbeat_ms)
+        agent._tasks.append(asyncio.ensure_future(agent.control.run()))
+        await wait_for(lambda: relay_row("north-1").get("connected") and not relay_row("north-1").get("cut"), 10,
+                       what="north-1 back on the control plane")
+        assert (await orch.state.store.assignments())["HN-01"]["upstream"] == "north-1"
+    finally:
+        await hall.stop()
+        studio.stop()
+        await task
+        for ag in agents.values():
+            await ag.stop()

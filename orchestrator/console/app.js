@@ -18,7 +18,7 @@ const I18N = {
         detail: "Chi tiết", move_to: "Chuyển sang relay", move: "Chuyển", close: "Đóng", cancel: "Huỷ", confirm: "Xác nhận",
         drain: "Rút tải", undrain: "Đưa lại", source_label: "Nguồn",
         layer_ceiling: "Lớp cao nhất", layer_floor: "Lớp thấp nhất", layer_apply: "Áp dụng", layer_any: "(không giới hạn)",
-        layer_reason: "lý do", no_ladder: "Không relay nào có thang bitrate",
+        cut: "mất kênh điều khiển, vẫn phát", layer_reason: "lý do", no_ladder: "Không relay nào có thang bitrate",
         confirm_layer: (h, what) => `Đặt lớp cho ${h}: ${what}?`,
         confirm_move: (h, a, b) => `Chuyển điểm cầu ${h} từ ${a} sang ${b}?`,
         confirm_drain: (r) => `Rút tải relay ${r}? Các điểm cầu của nó sẽ được chuyển đi.`,
@@ -52,7 +52,7 @@ const I18N = {
         detail: "Detail", move_to: "Move to relay", move: "Move", close: "Close", cancel: "Cancel", confirm: "Confirm",
         drain: "Drain", undrain: "Undrain", source_label: "Source",
         layer_ceiling: "Highest layer", layer_floor: "Lowest layer", layer_apply: "Apply", layer_any: "(no bound)",
-        layer_reason: "why", no_ladder: "No relay has a bitrate ladder",
+        cut: "cut from the control plane, still serving", layer_reason: "why", no_ladder: "No relay has a bitrate ladder",
         confirm_layer: (h, what) => `Set the layer of ${h}: ${what}?`,
         confirm_move: (h, a, b) => `Move hall ${h} from ${a} to ${b}?`,
         confirm_drain: (r) => `Drain relay ${r}? Its halls will be moved elsewhere.`,
@@ -137,7 +137,7 @@ function render(b) {
   $("#relays tbody").innerHTML = b.relays.map((r) => `
     <tr data-relay="${esc(r.id)}" data-alive="${r.alive}" data-drained="${r.drained}">
     <td>${esc(r.id)}</td><td>${esc(r.role)}</td><td>${esc(t(r.region))}</td>
-    <td>${r.alive ? t("alive") : t("dead")}${r.drained ? ` · ${t("drained")} (${esc(r.drained_by)})` : ""}</td>
+    <td>${r.alive ? t("alive") : t("dead")}${r.cut ? ` · ${t("cut")} (${num(r.serving)})` : ""}${r.drained ? ` · ${t("drained")} (${esc(r.drained_by)})` : ""}</td>
     <td>${num(r.halls)}</td><td>${num(r.subscribers)}</td><td>${num(r.cpu_pct)}</td>
     <td>${esc(r.upstream || "–")}</td>
     <td><button type="button" class="op" data-drain="${esc(r.id)}" data-on="${!r.drained}" ${op ? "" : "disabled"}>
