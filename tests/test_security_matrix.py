@@ -189,6 +189,14 @@ async def _welcomed(http, orch, headers: dict):
     return ws
 
 
+async def _cut_off(http, orch, ws, headers: dict, why: str) -> None:
+    """The open channel closes with 4403, and the same credential is refused (403, saying `why`)."""
+    msg = await ws.receive(timeout=3)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 4403
+    async with http.get(orch.control_url.replace("ws", "http", 1), headers=headers) as r:
+        assert r.status == 403 and why in (await r.json())["error"]
+
+
 async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator):
 
     orch = await start_orchestrator()
@@ -199,10 +207,7 @@ async def test_a_revoked_node_is_cut_off_and_cannot_come_back(start_orchestrator
         url = orch.url + "/api/v1/nodes/HN-01/credential"
         async with http.post(url, json={"revoked": True, "reason": "laptop stolen"}, headers=admin) as r:
             assert r.status == 200, await r.text()
-        msg = await ws.receive(timeout=3)
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 4403
-        async with http.get(orch.control_url.replace("ws", "http", 1), headers=node) as r:
-            assert r.status == 403 and "revoked" in (await r.json())["error"]
+        await _cut_off(http, orch, ws, node, "revoked")
         evs = await orch.state.store.events(10, kind="credential_revoked")
         assert evs[0]["subject"] == "HN-01" and evs[0]["actor"] == "admin" and evs[0]["detail"] == "laptop stolen"
         async with http.post(url, json={"revoked": False}, headers=admin) as r:
@@ -229,10 +234,7 @@ async def test_a_reissued_credential_replaces_every_earlier_one(start_orchestrat
             body = await r.json()
         assert body["generation"] == 1 and body["credential"].startswith("dcn1.HN-01.g1.")
         # the channel opened with the old credential closes; the old credential cannot come back
-        msg = await ws.receive(timeout=3)
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and ws.close_code == 4403
-        async with http.get(orch.control_url.replace("ws", "http", 1), headers=old) as r:
-            assert r.status == 403 and "replaced by generation 1" in (await r.json())["error"]
+        await _cut_off(http, orch, ws, old, "replaced by generation 1")
         new = {"Authorization": f"Bearer {body['credential']}"}
         ws = await _welcomed(http, orch, new)
         await ws.close()
