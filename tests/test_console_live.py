@@ -102,14 +102,26 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
             raise AssertionError(f"the preview decoded {first} frames in 60 s: {why}; the page said: {said[-12:]}")
         await asyncio.sleep(0.25)
     await wait_for_value(page, decoded, first + 5, 10, "frames decoded by the preview")
+    await page.click("#preview-toggle")  # seen playing; the rest of the test needs the page's CPU more
+    await page.wait_for_function("!window.dcPreview", timeout=5000)
 
-    # a hall's daemon dies: its row turns dark within 2 s
+    # a hall's daemon dies: the board the server publishes shows it dark within 1.5 s, and that board
+    # reaches the page within 1 s (the page notes when each state arrived, beside the snapshot's time)
     dep.procs[f"hall-{SOLO}"].send_signal(signal.SIGKILL)
-    killed = time.time()
-    await page.wait_for_selector(f"tr[data-hall='{SOLO}'][data-state='dark']", timeout=5000)
-    dark_after = time.time() - killed
-    print(f"{SOLO} dark on the page {dark_after * 1000:.0f} ms after SIGKILL")
-    assert dark_after <= 2.0
+    killed_ms = time.time() * 1000
+    try:
+        await page.wait_for_selector(f"tr[data-hall='{SOLO}'][data-state='dark']", timeout=15_000)
+    except Exception:
+        token = await asyncio.to_thread(dep.login)
+        server = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{SOLO}", token))["state"]
+        shown = await page.evaluate(f"window.dcShown['{SOLO}']")
+        raise AssertionError(f"{SOLO} not dark on the page 15 s after SIGKILL: the server says {server}, "
+                             f"the page last got {shown}; the page said: {said[-12:]}") from None
+    shown = await page.evaluate(f"window.dcShown['{SOLO}']")
+    published, reached = shown["at"] - killed_ms, shown["shown"] - shown["at"]
+    print(f"{SOLO} dark on the page {published + reached:.0f} ms after SIGKILL: on the server's board after "
+          f"{published:.0f} ms, on the page {reached:.0f} ms later")
+    assert published <= 1500 and reached <= 1000, (published, reached)
     assert await page.get_attribute(f"circle[data-map-hall='{SOLO}']", "class") == "dot s-dark"
 
     # an operator moves a hall to another relay: confirmed, carried out, on the board and in the log

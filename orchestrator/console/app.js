@@ -544,11 +544,22 @@ $("#tabs").addEventListener("click", (ev) => { if (ev.target.dataset.tab) showTa
 function connect() {
   if (stream) stream.close();
   stream = new EventSource("/api/v1/board/stream");
-  stream.addEventListener("board", (ev) => { board = JSON.parse(ev.data); render(board); });
+  stream.addEventListener("board", (ev) => { board = JSON.parse(ev.data); render(board); noteStates(board); });
   stream.onerror = async () => {
     const r = await fetch("/api/v1/me");
     if (r.status === 401) { stream.close(); showLogin(); }
   };
+}
+
+// when each hall's current state first reached this page, beside the server's time for the snapshot that
+// carried it: how late the board is, told apart from how late the server was (read by tests and operators)
+window.dcShown = {};
+function noteStates(b) {
+  const now = Date.now();
+  for (const h of b.halls) {
+    const seen = window.dcShown[h.id];
+    if (!seen || seen.state !== h.state) window.dcShown[h.id] = { state: h.state, at: b.at, shown: now };
+  }
 }
 
 function showBoard(user, role) {
