@@ -222,6 +222,10 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> None:
         from relay.ladderbench import main as ladder
 
         sys.exit(ladder(rest))
+    if args.what == "control":
+        from orchestrator.bench import main as control
+
+        sys.exit(control(rest))
     sys.exit(f"unknown benchmark {args.what}")
 
 
@@ -317,9 +321,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="every hall in hitless mode: both paths carry the programme, merged frame by frame")
     dr.set_defaults(fn=_drill)
 
-    b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`, `diemcau bench ladder --seconds S`",
+    b = sub.add_parser("bench", help="benchmarks: `diemcau bench fanout --subscribers N --seconds S --json`, `diemcau bench ladder --seconds S`, "
+                       "`diemcau bench control --halls N --seconds S --json`",
                        add_help=False)
-    b.add_argument("what", choices=["fanout", "ladder"])
+    b.add_argument("what", choices=["fanout", "ladder", "control"])
     b.set_defaults(fn=None)
 
     lt = sub.add_parser("loadtest", help="participants as real WebRTC peers at the halls, with faults")

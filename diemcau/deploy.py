@@ -91,6 +91,8 @@ class Deployment:
     tls_files: dict = field(default_factory=dict)
     hitless: bool = False  # every hall carries the programme on both paths and merges them
     qoe_every: int = 0  # every Nth hall decodes what it receives for QoE alarms (0: none, 1: all)
+    profile_arg: str = ""  # the orchestrators' --profile (a path for a generated profile); default: its name
+    orch_env: dict = field(default_factory=dict)  # more DIEMCAU_ORCH_* for the orchestrators
 
     def _orch_names(self) -> list[str]:
         return ["orchestrator"] + [f"orchestrator-{i}" for i in range(2, len(self.orch_ports) + 1)]
@@ -171,7 +173,8 @@ class Deployment:
         self.orch_ports = [self.orch_port] + [free_port(self.host) for _ in range(self.orchestrators - 1)]
         for i, (name, p) in enumerate(zip(self._orch_names(), self.orch_ports), start=1):
             self.spawn(name, [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.host, "--port", str(p),
-                              "--instance", f"orch-{i}", "--profile", self.profile.deployment.name], {
+                              "--instance", f"orch-{i}", "--profile", self.profile_arg or self.profile.deployment.name], {
+                **self.orch_env,
                 "REDIS_URL": self.redis_url,
                 "DIEMCAU_ORCH_KEY_PREFIX": self.key_prefix,
                 "DIEMCAU_ORCH_NODE_KEY_FILE": str(self.secrets_dir / "node.key"),

@@ -103,6 +103,9 @@ class Heartbeat(Msg, tag="hb"):
     seq: int
     hall: HallStats | None = None
     relay: RelayStats | None = None
+    # the sender's clock when it sent this (unix ms): the orchestrator's lag histogram; meaningful
+    # only where clocks agree (one machine, or NTP-disciplined hosts)
+    sent_ms: float = 0.0
 
 
 class MediaLost(Msg, tag="media_lost"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 REGIONS = ("north", "central", "south")
-HALL_ID = re.compile(r"^[A-Z]{2,3}-\d{2}$")
+HALL_ID = re.compile(r"^[A-Z]{2,3}-\d{2,5}$")  # HN-01; commune scale: HN-0001
 NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -100,7 +100,7 @@ def load_topology(path: Path | str | None = None) -> Topology:
         hall = _convert(path, label, raw, Hall)
         assert isinstance(hall, Hall)
         if not HALL_ID.match(hall.id):
-            raise ConfigError(f"{path}: {label}: id must look like 'HN-01'")
+            raise ConfigError(f"{path}: {label}: id must look like 'HN-01' (or 'HN-0001')")
         if hall.id in seen_ids:
             raise ConfigError(f"{path}: {label}: duplicate id {hall.id}")
         seen_ids.add(hall.id)

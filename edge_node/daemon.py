@@ -216,7 +216,7 @@ class HallDaemon:
         return st
 
     def _heartbeat(self, seq: int) -> m.Heartbeat:
-        return m.Heartbeat(seq=seq, hall=self.stats())
+        return m.Heartbeat(seq=seq, hall=self.stats(), sent_ms=int(time.time() * 1000))
 
     async def start_async(self) -> None:
         if self.local is not None:

@@ -784,6 +784,7 @@ class Api:
             f"diemcau_relay_deaths_deferred_total {self.st.planner.deaths_deferred}",
             "# TYPE diemcau_loop_stall_seconds gauge",
             f"diemcau_loop_stall_seconds {self.st.planner.loop_watch.stalled_within(60):.3f}",
+            *hub.lag.prometheus("diemcau_heartbeat_lag_ms"),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -9,6 +9,7 @@ orchestrator instance travel over Redis pub/sub.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import time
@@ -34,6 +35,33 @@ MAX_BAD_MESSAGES = 5
 WS_PING_S = 20.0
 
 
+LAG_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 1000, 2000, 5000)
+
+
+class LagHistogram:
+    """How late heartbeats are read (from the sender's `sent_ms`), in Prometheus buckets."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LAG_BUCKETS_MS) + 1)
+        self.total = 0
+        self.sum_ms = 0.0
+
+    def observe(self, lag_ms: float) -> None:
+        i = bisect.bisect_left(LAG_BUCKETS_MS, lag_ms)
+        self.counts[i] += 1
+        self.total += 1
+        self.sum_ms += lag_ms
+
+    def prometheus(self, name: str) -> list[str]:
+        lines, running = [f"# TYPE {name} histogram"], 0
+        for le, n in zip(LAG_BUCKETS_MS, self.counts):
+            running += n
+            lines.append(f'{name}_bucket{{le="{le}"}} {running}')
+        lines += [f'{name}_bucket{{le="+Inf"}} {self.total}', f"{name}_sum {self.sum_ms:.1f}",
+                  f"{name}_count {self.total}"]
+        return lines
+
+
 class ControlHub:
     def __init__(self, settings: OrchestratorSettings, store: Store, node_key: bytes, halls: set[str], redis) -> None:
         self.s = settings
@@ -48,6 +76,7 @@ class ControlHub:
         self.planner = None  # set by the app once built
         self.on_disconnect = None  # called with the node id when its channel closes
         self.heartbeats = 0
+        self.lag = LagHistogram()  # heartbeats that carry their send time
         self._qoe: dict[str, list[str]] = {}  # node -> QoE alarms it last reported (an event when they change)
         self.rejected_messages = 0
         self._listener: asyncio.Task | None = None
@@ -265,6 +294,8 @@ class ControlHub:
                 continue
             if isinstance(msg, m.Heartbeat):
                 self.heartbeats += 1
+                if msg.sent_ms:
+                    self.lag.observe(time.time() * 1000 - msg.sent_ms)
                 stats = msg.hall if msg.hall is not None else msg.relay
                 if msg.relay is not None and (msg.relay.layers or node in self._layers):
                     try:

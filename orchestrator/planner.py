@@ -485,9 +485,14 @@ class Planner:
             newly = now_dead - self.dead
 
             self.dead = now_dead
+            if newly:
+                conn, seen = await asyncio.gather(self.store.connected(), self.store.last_seen())
             for relay_id in sorted(newly):
-                log.warning("relay %s is dead: re-planning its dependants", relay_id)
-                await self.store.event("relay_dead", relay_id, "control channel lost and heartbeats missed")
+                why = (f"control channel {'open' if relay_id in conn else 'closed'}, last heartbeat "
+                       f"{now_ms() - seen.get(relay_id, 0)} ms ago, our loop stalled "
+                       f"{self.loop_watch.stalled_within(10) * 1000:.0f} ms in 10 s")
+                log.warning("relay %s is dead (%s): re-planning its dependants", relay_id, why)
+                await self.store.event("relay_dead", relay_id, why)
             if newly:
                 self.replans += 1
                 for node, a in list(assign.items()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -86,7 +87,7 @@ class RelayAgent:
             upstream_state=f.active.state if f else "",
             upstream_backup=f.backup.upstream if f else "",
             upstream_backup_state=f.backup.state if f else "",
-        ))
+        ), sent_ms=int(time.time() * 1000))
 
     # -- ladder layers pulled on demand ----------------------------------------------------
 

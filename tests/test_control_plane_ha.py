@@ -118,7 +118,8 @@ async def test_a_relay_cut_from_the_control_plane_keeps_its_healthy_halls(start_
         await wait_for(lambda: relay_row("north-1").get("cut"), 10, what="north-1 shown cut, still serving")
         await asyncio.sleep(3.0)  # twice the time after which a silent relay is judged dead
         after = (await orch.state.store.assignments())["HN-01"]
-        assert after["upstream"] == before["upstream"] == "north-1" and after["epoch"] == before["epoch"]
+        assert after["upstream"] == before["upstream"] == "north-1" and after["epoch"] == before["epoch"], \
+            (after, await orch.state.store.events(10, kind="relay_dead"))
         assert relay_row("north-1")["alive"] and relay_row("north-1")["serving"] >= 1
         assert not await orch.state.store.events(10, kind="relay_dead")
         frames = hall.stats().frames_received
