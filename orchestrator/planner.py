@@ -18,13 +18,14 @@ from diemcau.topology import Hall, Profile
 
 from .placement import RelayView, choose_hall_relay, choose_upstream
 from .settings import OrchestratorSettings
-from .store import Store, now_ms
+from .store import StaleLeader, Store, now_ms
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, Msg], Awaitable[bool]]
 MEDIA_LOST_MOVE_AFTER = 3  # a hall reporting loss this many times in a window is moved
 MEDIA_LOST_WINDOW_S = 10.0
+RECONCILE_EVERY_S = 2.0  # the sweep compares every hall's report with its record this often
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
 
@@ -105,14 +106,18 @@ class Planner:
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
         self.replans = 0
+        self._reconciled = 0.0  # when the sweep last compared every hall's report with its record
+        self._inbox: list[tuple[str, tuple, asyncio.Future]] = []  # registrations and reports, batched
+        self._worker: asyncio.Task | None = None
 
     # -- views -----------------------------------------------------------------------------
 
     async def relay_views(self) -> tuple[list[RelayView], dict[str, dict]]:
-        nodes, conn, seen, assign, drained = await asyncio.gather(
-            self.store.nodes(), self.store.connected(), self.store.last_seen(), self.store.assignments(),
-            self.store.drained(),
-        )
+        # relays only (a few dozen), never a scan of every hall's entries: this runs for each batch
+        # of registrations and reports and four times a second in the sweep
+        nodes, assign, drained = await asyncio.gather(
+            self.store.relay_nodes(), self.store.assignments(), self.store.drained())
+        conn, seen = await self.store.liveness(sorted(nodes))
         serving: dict[str, int] | None = None  # relay -> halls that report receiving from it just now
         now = now_ms()
         # the time our own loop stood still lately counts for nobody's silence
@@ -139,7 +144,7 @@ class Planner:
                 # silent to us: dead, or only cut from the control plane? Its halls know: if they
                 # still report receiving from it, it serves; keep them where they are
                 if serving is None:
-                    serving = await self._serving(seen, now)
+                    serving = await self._serving(await self.store.last_seen(), now)
                 if serving.get(node, 0) > 0:
                     alive, cut = True, True
             inv = self.inventory.get(node)
@@ -188,17 +193,18 @@ class Planner:
                 avoid_upstream: str = "") -> RelayView | None:
         if node in self.halls:
             hall = self.halls[node]
-            upstream_of = {n: a.get("upstream", "") for n, a in (assign or {}).items() if n not in self.halls}
+            assign = assign or {}
+            upstream_of = {v.id: assign[v.id].get("upstream", "") for v in views if v.id in assign}
             return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude, upstream_of, avoid_upstream)
         me = next((v for v in views if v.id == node), None)
         if me is None:
             return None
         # the regional relays of one region pull from different origins where they can: a hall's
         # primary and standby relays are then not behind the same origin (one failure, not two)
-        region_of = {v.id: v.region for v in views}
         siblings: dict[str, int] = {}
-        for n, a in (assign or {}).items():
-            if n != node and n not in self.halls and region_of.get(n) == me.region:
+        for v in views:
+            a = (assign or {}).get(v.id)
+            if a and v.id != node and v.region == me.region:
                 siblings[a.get("upstream", "")] = siblings.get(a.get("upstream", ""), 0) + 1
         return choose_upstream(me, views, exclude, siblings)
 
@@ -408,20 +414,70 @@ class Planner:
 
     # -- events from nodes -------------------------------------------------------------------
 
+    # -- registrations and reports, batched ------------------------------------------------
+    # Each needs the relays' view; 10 000 halls registering at once (or a relay's halls all
+    # reporting its loss) would each read it under the planner's lock, one after another. They
+    # queue instead, and one worker serves everything queued with one view, as the sweep does.
+
     async def on_register(self, node: str, kind: str) -> None:
-        async with self._lock:
-            views, assign = await self.relay_views()
-            current = assign.get(node)
-            if current and await self.resend(node, current, views):
-                return
-            if kind == "hall" and node in self.halls:
-                await self.plan(node, views, assign, "registered",
-                                primary_id=current.get("upstream") if current else None)
-            elif kind == "relay":
-                self.dead.discard(node)
-                await self.plan(node, views, assign, "registered")
-                await self._place_waiting(views, assign)
-            await self._resend_unheard(views, assign)
+        await self._queue(node, ("register", kind))
+
+    async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
+        now = time.monotonic()
+        hist = [t for t in self._lost.get(node, []) if now - t < MEDIA_LOST_WINDOW_S] + [now]
+        self._lost[node] = hist
+        await self.store.event("media_lost", node, f"from {upstream}: {reason}")
+        await self._queue(node, ("lost", upstream, reason))
+
+    async def _queue(self, node: str, item: tuple) -> None:
+        """Returns once the batch holding this item is planned (its errors raise here)."""
+        done = asyncio.get_running_loop().create_future()
+        self._inbox.append((node, item, done))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.ensure_future(self._drain())
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._inbox:
+            batch, self._inbox = self._inbox, []
+            try:
+                async with self._lock:
+                    views, assign = await self.relay_views()
+                    for node, item, done in batch:
+                        try:
+                            if item[0] == "register":
+                                await self._registered(node, item[1], views, assign)
+                            else:
+                                await self._lost_media(node, item[1], item[2], views, assign)
+                        except StaleLeader:
+                            raise
+                        except Exception as exc:  # this node's plan failed; the rest go on
+                            if not done.done():
+                                done.set_exception(exc)
+                        else:
+                            if not done.done():
+                                done.set_result(None)
+                    if any(item[0] == "register" for _, item, _ in batch):
+                        await self._resend_unheard(views, assign)
+            except Exception as exc:  # the view could not be read, or we are no longer the leader
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            for _, _, done in batch:  # a caller that went away (its channel closed) reads no error:
+                if done.done() and not done.cancelled():  # mark it read, so asyncio does not warn
+                    done.exception()
+
+    async def _registered(self, node: str, kind: str, views: list[RelayView], assign: dict) -> None:
+        current = assign.get(node)
+        if current and await self.resend(node, current, views):
+            return
+        if kind == "hall" and node in self.halls:
+            await self.plan(node, views, assign, "registered",
+                            primary_id=current.get("upstream") if current else None)
+        elif kind == "relay":
+            self.dead.discard(node)
+            await self.plan(node, views, assign, "registered")
+            await self._place_waiting(views, assign)
 
     async def _serving(self, seen: dict[str, int], now: int) -> dict[str, int]:
         """Nodes that report, in a fresh heartbeat, receiving from each relay (halls from their
@@ -449,31 +505,25 @@ class Planner:
                     log.warning("%s has had no relay for %.0f s since its assignment: sent it again",
                                 node, (at_ms - int(a.get("at", at_ms))) / 1000)
 
-    async def on_media_lost(self, node: str, upstream: str, reason: str) -> None:
-        now = time.monotonic()
-        hist = [t for t in self._lost.get(node, []) if now - t < MEDIA_LOST_WINDOW_S] + [now]
-        self._lost[node] = hist
-        await self.store.event("media_lost", node, f"from {upstream}: {reason}")
-        async with self._lock:
-            views, assign = await self.relay_views()
-            a = assign.get(node) or {}
-            if upstream == a.get("upstream"):
-                # The node has switched to its standby by itself (or has none): that is the primary now.
-                # If the old primary's relay is still alive (a hiccup, a partition), the node keeps it
-                # parked as its standby; otherwise a new standby elsewhere.
-                alive = any(v.id == upstream and v.alive for v in views)
-                if a.get("backup") and alive:
-                    await self.plan(node, views, assign, f"switched from {upstream}",
-                                    primary_id=a["backup"], backup_id=upstream)
-                else:
-                    await self.plan(node, views, assign, f"lost {upstream}", exclude={upstream},
-                                    primary_id=a.get("backup") or None)
-            elif upstream and upstream == a.get("backup"):
-                await self.plan(node, views, assign, f"standby {upstream} lost", exclude={upstream},
-                                primary_id=a.get("upstream"))
+    async def _lost_media(self, node: str, upstream: str, reason: str, views: list[RelayView], assign: dict) -> None:
+        a = assign.get(node) or {}
+        if upstream == a.get("upstream"):
+            # The node has switched to its standby by itself (or has none): that is the primary now.
+            # If the old primary's relay is still alive (a hiccup, a partition), the node keeps it
+            # parked as its standby; otherwise a new standby elsewhere.
+            alive = any(v.id == upstream and v.alive for v in views)
+            if a.get("backup") and alive:
+                await self.plan(node, views, assign, f"switched from {upstream}",
+                                primary_id=a["backup"], backup_id=upstream)
             else:
-                await self.plan(node, views, assign, f"lost {upstream or 'path'}",
-                                primary_id=a.get("upstream") or None)
+                await self.plan(node, views, assign, f"lost {upstream}", exclude={upstream},
+                                primary_id=a.get("backup") or None)
+        elif upstream and upstream == a.get("backup"):
+            await self.plan(node, views, assign, f"standby {upstream} lost", exclude={upstream},
+                            primary_id=a.get("upstream"))
+        else:
+            await self.plan(node, views, assign, f"lost {upstream or 'path'}",
+                            primary_id=a.get("upstream") or None)
 
     # -- the sweep ---------------------------------------------------------------------------
 
@@ -580,14 +630,20 @@ class Planner:
         await self._operator_intents(views, assign)
         await self._spread_origins(views, assign)
         conn = await self.store.connected()
-        nodes = await self.store.nodes()
-        stats = await self.store.stats()
         alive = {v.id for v in views if v.alive}
         role = {v.id: v.role for v in views}
+        # what halls report matters only where their record may lag what they do (they switched to
+        # their standby by themselves; they sit on an origin): read just those reports, and the
+        # first kind only every few seconds (it is the fallback for a lost MediaLost report)
+        now = time.monotonic()
+        reconcile = now - self._reconciled >= RECONCILE_EVERY_S
+        if reconcile:
+            self._reconciled = now
+        wanted = [n for n in conn if n in self.halls and (a := assign.get(n)) and a.get("backup")
+                  and (reconcile or role.get(a["upstream"]) == "origin")]
+        stats = await self.store.stats_of(wanted)
         for node in sorted(conn):
-            info = nodes.get(node, {})
-            if not ((info.get("kind") == "hall" and node in self.halls) or
-                    (info.get("kind") == "relay" and info.get("role") == "regional")):
+            if not (node in self.halls or role.get(node) == "regional"):
                 continue
             a = assign.get(node)
             st = stats.get(node, {})

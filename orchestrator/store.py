@@ -80,6 +80,8 @@ class Store:
     async def register(self, node: str, info: dict[str, Any], instance: str) -> None:
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(self.k("nodes"), node, json.dumps(info))
+        if info.get("kind") == "relay":
+            pipe.hset(self.k("relays"), node, json.dumps(info))  # the planner reads relays alone, often
         pipe.hset(self.k("conn"), node, instance)
         pipe.zadd(self.k("seen"), {node: now_ms()})
         await pipe.execute()
@@ -93,6 +95,28 @@ class Store:
     async def nodes(self) -> dict[str, dict]:
         raw = await self.r.hgetall(self.k("nodes"))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def relay_nodes(self) -> dict[str, dict]:
+        """The relays that ever registered (a few dozen, where `nodes` has every hall too)."""
+        raw = await self.r.hgetall(self.k("relays"))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def liveness(self, nodes: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+        """For these nodes only: the instance holding each one's channel, and its last heartbeat."""
+        if not nodes:
+            return {}, {}
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hmget(self.k("conn"), nodes)
+        pipe.zmscore(self.k("seen"), nodes)
+        held, seen = await pipe.execute()
+        return ({n: h.decode() for n, h in zip(nodes, held) if h is not None},
+                {n: int(t) for n, t in zip(nodes, seen) if t is not None})
+
+    async def stats_of(self, nodes: list[str]) -> dict[str, dict]:
+        if not nodes:
+            return {}
+        raw = await self.r.hmget(self.k("hb"), nodes)
+        return {n: json.loads(v) for n, v in zip(nodes, raw) if v is not None}
 
     async def connected(self) -> dict[str, str]:
         raw = await self.r.hgetall(self.k("conn"))
