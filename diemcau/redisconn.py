@@ -11,9 +11,16 @@ from redis.asyncio.sentinel import Sentinel
 SENTINEL_SCHEME = "redis+sentinel"
 
 
+POOL_MAX = 64  # connections per process; more requests than that wait for one (never "too many clients")
+POOL_WAIT_S = 10.0
+
+
 def connect(url: str) -> aioredis.Redis:
     if not url.startswith(SENTINEL_SCHEME + "://"):
-        return aioredis.from_url(url)
+        # bounded: thousands of nodes registering at once must queue for Redis, not open a
+        # connection each (Redis refuses clients beyond maxclients, and each costs it memory)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=POOL_MAX, timeout=POOL_WAIT_S)
+        return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
     parts = urlsplit(url)
     name = parts.path.strip("/")
     if not name:

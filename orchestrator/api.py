@@ -24,6 +24,7 @@ from diemcau.tokens import MediaTokenSigner, node_credential
 
 from .auth import SESSION_COOKIE, Accounts, authenticate
 from .board import snapshot
+from .store import now_ms
 from .openapi import openapi_document
 from diemcau.tls import http_session
 
@@ -128,6 +129,9 @@ async def read_json(request: web.Request, cls: type, max_bytes: int):
         raise Problem(400, f"body is not UTF-8 (byte {exc.start})") from None
 
 
+BOARD_ALWAYS_HALLS = 1000  # up to this many halls the board is rebuilt every tick, watched or not
+
+
 class Api:
     def __init__(self, app_state) -> None:
         self.st = app_state  # orchestrator.app.State
@@ -163,6 +167,12 @@ class Api:
     def close_streams(self) -> None:
         self.closing = True
         self._board_changed.set()
+
+    async def refresh_board_if_wanted(self) -> None:
+        """The periodic refresh: always for a deployment of national size (it stays warm for /metrics
+        and the API), and at commune scale only while a console watches (10 000 rows cost tens of ms)."""
+        if self.sse_clients or len(self.st.topology.halls) <= BOARD_ALWAYS_HALLS:
+            await self.refresh_board()
 
     async def refresh_board(self) -> None:
         board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
@@ -749,6 +759,8 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
+        if now_ms() - self.board["at"] > 2 * self.st.settings.board_interval_ms:
+            await self.refresh_board()  # nobody watches the board at this scale: build it for this scrape
         b = self.board
         lines = [
             "# HELP diemcau_halls Halls by state.", "# TYPE diemcau_halls gauge",

@@ -122,7 +122,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             asyncio.create_task(_every(settings.flush_interval_ms, store.flush, "flush"), name="flush"),
             asyncio.create_task(_leader_loop(state), name="leader"),
             asyncio.create_task(planner.loop_watch.run(), name="loop-watch"),
-            asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board, "board"), name="board"),
+            asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board_if_wanted, "board"), name="board"),
             asyncio.create_task(hub.listen(), name="command-listener"),
             asyncio.create_task(_every(1000, hub.enforce_revocations, "revocations"), name="revocations"),
         ]

@@ -194,7 +194,8 @@ class Bench:
     decoder: msgspec.json.Decoder = field(default_factory=lambda: msgspec.json.Decoder(m.AnyMsg))
     sent: int = 0
     lost_channels: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first 100; error_count has them all
+    error_count: int = 0
     replan_watch: dict[str, float] = field(default_factory=dict)  # node -> when it got a new plan without the dead relay
     killed: str = ""
 
@@ -202,7 +203,7 @@ class Bench:
         try:
             msg = self.decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            self.errors.append(f"{node.id}: undecodable message")
+            self.error(f"{node.id}: undecodable message")
             return
         if isinstance(msg, m.Welcome):
             node.welcomed = True
@@ -214,7 +215,12 @@ class Bench:
             if node.kind == "hall" and node.reported_relay != self.killed:
                 node.reported_relay = msg.upstream  # the hall follows its plan (it receives from its primary)
         elif isinstance(msg, m.ErrorMsg):
-            self.errors.append(f"{node.id}: {msg.code} {msg.reason}")
+            self.error(f"{node.id}: {msg.code} {msg.reason}")
+
+    def error(self, text: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < 100:
+            self.errors.append(text)
 
     def on_lost(self, node: Node) -> None:
         if not node.dead:
@@ -336,7 +342,7 @@ def _raise_fd_limit(need: int) -> None:
 
 
 async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float, progress) -> dict:
-    _raise_fd_limit(2 * halls + 4096)
+    _raise_fd_limit(halls + 2048)  # our client sockets; each orchestrator holds its share of them
     work = Path(tempfile.mkdtemp(prefix="diemcau-bench-control-"))
     topo_path, profile_path, programme_path = commune_topology(halls, work / "config")
     profile = load_profile(profile_path)
@@ -370,7 +376,7 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
                 try:
                     await bench.connect(node, i)
                 except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
-                    bench.errors.append(f"{node.id}: {exc}")
+                    bench.error(f"{node.id}: {exc}")
 
         connecting = asyncio.gather(*(one(i, n) for i, n in enumerate(order)))
         while not connecting.done():
@@ -446,7 +452,7 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
         stop.set()
         await ticker
         report["errors"] = bench.errors[:20]
-        report["error_count"] = len(bench.errors)
+        report["error_count"] = bench.error_count
         for n in nodes.values():
             if n.proto is not None:
                 n.proto.close()

@@ -93,7 +93,7 @@ class ControlHub:
                 return True
             except (ConnectionError, RuntimeError):
                 return False
-        holder = (await self.store.connected()).get(node)
+        holder = await self.store.holder(node)
         if holder and holder != self.s.instance:
             payload = json.dumps({"node": node, "msg": m.encode(msg).decode()})
             await self.redis.publish(f"{self.s.key_prefix}cmd:{holder}", payload)

@@ -118,6 +118,11 @@ class Store:
         raw = await self.r.hmget(self.k("hb"), nodes)
         return {n: json.loads(v) for n, v in zip(nodes, raw) if v is not None}
 
+    async def holder(self, node: str) -> str | None:
+        """The instance holding this node's control channel, if any."""
+        held = await self.r.hget(self.k("conn"), node)
+        return held.decode() if held is not None else None
+
     async def connected(self) -> dict[str, str]:
         raw = await self.r.hgetall(self.k("conn"))
         return {k.decode(): v.decode() for k, v in raw.items()}
