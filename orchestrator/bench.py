@@ -19,6 +19,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import struct
 import sys
 import tempfile
@@ -300,6 +301,8 @@ async def _scrape(dep: Deployment, token: str, port: int) -> dict:
         elif line.startswith("diemcau_heartbeat_lag_ms_bucket"):
             le = line.split('le="')[1].split('"')[0]
             out["lag"][le] = int(line.split()[1])
+        elif line.startswith('diemcau_sweep_seconds{of="max"}'):
+            out["sweep_max_s"] = float(line.split()[1])
         elif line.startswith("diemcau_leader "):
             out["leader"] = line.split()[1] == "1"
     return out
@@ -341,9 +344,10 @@ def _raise_fd_limit(need: int) -> None:
             raise SystemExit(f"need {need} open files, the limit is {soft} (ulimit -n)") from None
 
 
-async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float, progress) -> dict:
+async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float, progress,
+              work: Path) -> dict:
     _raise_fd_limit(halls + 2048)  # our client sockets; each orchestrator holds its share of them
-    work = Path(tempfile.mkdtemp(prefix="diemcau-bench-control-"))
+    work.mkdir(parents=True, exist_ok=True)
     topo_path, profile_path, programme_path = commune_topology(halls, work / "config")
     profile = load_profile(profile_path)
     topology = load_topology(topo_path)
@@ -352,7 +356,7 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
                                "DIEMCAU_ORCH_HALL_HEARTBEAT_MS": str(HALL_HEARTBEAT_MS),
                                "DIEMCAU_ORCH_RELAY_HEARTBEAT_MS": str(RELAY_HEARTBEAT_MS)})
     dep.log_dir = work / "logs"
-    dep.log_dir.mkdir()
+    dep.log_dir.mkdir(exist_ok=True)
     report: dict = {"halls": halls, "orchestrators": orchestrators, "relays": len(profile.relays),
                     "heartbeat_ms": HALL_HEARTBEAT_MS, "seconds": seconds}
     try:
@@ -421,6 +425,7 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
             orchestrator_cpu_pct_each={n: round(100 * (cpu1[n] - cpu0[n]) / elapsed, 1) for n in pids},
             orchestrator_rss_mb={n: round(_rss_mb(pid), 1) for n, pid in pids.items()},
             lag_ms_p99=_p99(lag_b, lag_a),
+            sweep_ms_max=round(1000 * max(a.get("sweep_max_s", 0.0) for a in after)),  # the leader's longest sweep so far
             channels_lost=bench.lost_channels,
         )
         redis = await _dark_halls(dep, len(nodes))
@@ -499,6 +504,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ramp", type=float, default=1000, help="channels opened per second (default 1000)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--report", help="also write the JSON report here")
+    ap.add_argument("--workdir", help="keep the generated configs, Redis and every process's log here "
+                                      "(default: a temporary directory, removed at the end)")
     args = ap.parse_args(argv)
     if args.halls < 1 or args.orchestrators < 1 or args.seconds <= 0 or args.ramp <= 0:
         ap.error("--halls, --orchestrators, --seconds and --ramp must be positive")
@@ -509,7 +516,12 @@ def main(argv: list[str]) -> int:
         else:
             print(text, file=sys.stderr, flush=True)
 
-    report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress))
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="diemcau-bench-control-"))
+    try:
+        report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress, workdir))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.report:

@@ -26,6 +26,7 @@ class RelayView:
     # cut from the control plane but still serving: its halls report receiving from it, so it keeps
     # them (moving healthy halls would be the outage); it takes nothing new until it is back
     cut: bool = False
+    connected: bool = True  # its control channel is open (closed: dead, or cut, or reconnecting)
 
     @property
     def placeable(self) -> bool:

@@ -106,6 +106,7 @@ class Planner:
         self._lost: dict[str, list[float]] = {}
         self._lock = asyncio.Lock()
         self.replans = 0
+        self.sweep_s_last = self.sweep_s_max = 0.0  # how long a sweep takes (wall time, awaits included)
         self._reconciled = 0.0  # when the sweep last compared every hall's report with its record
         self._inbox: list[tuple[str, tuple, asyncio.Future]] = []  # registrations and reports, batched
         self._worker: asyncio.Task | None = None
@@ -162,6 +163,7 @@ class Planner:
                     alive=alive,
                     drained=node in drained,
                     cut=cut,
+                    connected=node in conn,
                 )
             )
         return views, assign
@@ -510,8 +512,10 @@ class Planner:
         if upstream == a.get("upstream"):
             # The node has switched to its standby by itself (or has none): that is the primary now.
             # If the old primary's relay is still alive (a hiccup, a partition), the node keeps it
-            # parked as its standby; otherwise a new standby elsewhere.
-            alive = any(v.id == upstream and v.alive for v in views)
+            # parked as its standby; otherwise a new standby elsewhere. A relay whose control channel
+            # has closed too is most likely dead (its verdict waits for its silence to last): no
+            # standby there, or its halls are planned twice, now and at the verdict.
+            alive = any(v.id == upstream and v.alive and v.connected for v in views)
             if a.get("backup") and alive:
                 await self.plan(node, views, assign, f"switched from {upstream}",
                                 primary_id=a["backup"], backup_id=upstream)
@@ -530,30 +534,38 @@ class Planner:
     async def sweep(self) -> None:
         """Find dead relays and move everything that depended on them; place waiting nodes."""
         async with self._lock:
-            views, assign = await self.relay_views()
-            now_dead = {v.id for v in views if not v.alive}
-            newly = now_dead - self.dead
+            started = time.perf_counter()
+            try:
+                await self._sweep()
+            finally:
+                took = time.perf_counter() - started
+                self.sweep_s_last, self.sweep_s_max = took, max(self.sweep_s_max, took)
 
-            self.dead = now_dead
-            if newly:
-                conn, seen = await asyncio.gather(self.store.connected(), self.store.last_seen())
-            for relay_id in sorted(newly):
-                why = (f"control channel {'open' if relay_id in conn else 'closed'}, last heartbeat "
-                       f"{now_ms() - seen.get(relay_id, 0)} ms ago, our loop stalled "
-                       f"{self.loop_watch.stalled_within(10) * 1000:.0f} ms in 10 s")
-                log.warning("relay %s is dead (%s): re-planning its dependants", relay_id, why)
-                await self.store.event("relay_dead", relay_id, why)
-            if newly:
-                self.replans += 1
-                for node, a in list(assign.items()):
-                    if a["upstream"] in newly:
-                        # its standby is (or becomes) the primary; a new standby elsewhere
-                        backup = a.get("backup") if a.get("backup") not in newly else None
-                        await self.plan(node, views, assign, f"{a['upstream']} died", newly, primary_id=backup)
-                    elif a.get("backup") in newly:
-                        await self.plan(node, views, assign, f"standby {a['backup']} died", newly,
-                                        primary_id=a["upstream"])
-            await self._place_waiting(views, assign)
+    async def _sweep(self) -> None:
+        views, assign = await self.relay_views()
+        now_dead = {v.id for v in views if not v.alive}
+        newly = now_dead - self.dead
+
+        self.dead = now_dead
+        if newly:
+            conn, seen = await self.store.liveness(sorted(newly))
+        for relay_id in sorted(newly):
+            why = (f"control channel {'open' if relay_id in conn else 'closed'}, last heartbeat "
+                   f"{now_ms() - seen.get(relay_id, 0)} ms ago, our loop stalled "
+                   f"{self.loop_watch.stalled_within(10) * 1000:.0f} ms in 10 s")
+            log.warning("relay %s is dead (%s): re-planning its dependants", relay_id, why)
+            await self.store.event("relay_dead", relay_id, why)
+        if newly:
+            self.replans += 1
+            for node, a in list(assign.items()):
+                if a["upstream"] in newly:
+                    # its standby is (or becomes) the primary; a new standby elsewhere
+                    backup = a.get("backup") if a.get("backup") not in newly else None
+                    await self.plan(node, views, assign, f"{a['upstream']} died", newly, primary_id=backup)
+                elif a.get("backup") in newly:
+                    await self.plan(node, views, assign, f"standby {a['backup']} died", newly,
+                                    primary_id=a["upstream"])
+        await self._place_waiting(views, assign)
 
     async def _operator_intents(self, views: list[RelayView], assign: dict) -> None:
         """Carry out what operators asked for (through any orchestrator instance): moves, drains."""
