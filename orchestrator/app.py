@@ -125,6 +125,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board_if_wanted, "board"), name="board"),
             asyncio.create_task(hub.listen(), name="command-listener"),
             asyncio.create_task(_every(1000, hub.enforce_revocations, "revocations"), name="revocations"),
+            asyncio.create_task(_every(int(min(5.0, settings.ws_idle_close_s / 2) * 1000), hub.close_idle, "idle-channels"), name="idle-channels"),
         ]
 
     async def on_shutdown(app: web.Application) -> None:

@@ -34,6 +34,7 @@ class OrchestratorSettings(msgspec.Struct, kw_only=True):
     max_body_bytes: int = 64 * 1024
     ws_max_msg_bytes: int = 64 * 1024
     ws_msgs_per_s: int = 50  # per control connection, averaged over a second
+    ws_idle_close_s: float = 30.0  # a control channel that brings nothing this long is closed (half-open)
     sse_clients_max: int = 200
     previews_max: int = 8  # programme previews open in consoles at once
     events_maxlen: int = 100_000

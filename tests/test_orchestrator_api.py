@@ -1,5 +1,6 @@
 """The orchestrator's doors: operator login and roles, the control channel, and bad input."""
 
+import asyncio
 import re
 
 import aiohttp
@@ -152,3 +153,40 @@ async def test_orchestrator_refuses_to_start_without_secrets(redis_url):
 
     with pytest.raises(StartupError, match="node_key_file and media_key_file are required"):
         make_app(OrchestratorSettings(redis_url=redis_url))
+
+
+@pytest.mark.timeout(60)
+async def test_a_silent_control_channel_is_closed_and_a_talking_one_is_kept(start_orchestrator):
+    """Half-open channels (the node's host went away without a FIN) are found by their silence:
+    the orchestrator keeps no WebSocket pings of its own (a timer reset per message), it closes a
+    channel that brought nothing for `ws_idle_close_s`."""
+    orch = await start_orchestrator(ws_idle_close_s=1.5)
+    async with aiohttp.ClientSession() as http:
+        talking, silent = [], []
+        for hall, into in (("HN-01", talking), ("HN-02", silent)):
+            ws = await http.ws_connect(orch.control_url, headers={"Authorization": f"Bearer {orch.credential(hall)}"},
+                                       autoping=False)
+            await ws.send_bytes(m.encode(m.Hello(node=hall, kind="hall", version="t")))
+            assert isinstance(m.decode((await ws.receive(timeout=5)).data), m.Welcome)
+            into.append(ws)
+        t0 = loop_time = asyncio.get_running_loop().time()
+        closed_at = None
+        seq = 0
+        while loop_time - t0 < 6:
+            seq += 1
+            await talking[0].send_bytes(m.encode(m.Heartbeat(seq=seq, hall=m.HallStats(state="idle"))))
+            if closed_at is None:
+                try:
+                    msg = await silent[0].receive(timeout=0.3)
+                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                        closed_at = asyncio.get_running_loop().time() - t0
+                        assert msg.data == 4408, msg
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0.3)
+            loop_time = asyncio.get_running_loop().time()
+        assert closed_at is not None and 1.5 <= closed_at <= 4.5, closed_at
+        assert not talking[0].closed and "HN-01" in orch.state.hub.channels and "HN-02" not in orch.state.hub.channels
+        assert orch.state.hub.idle_closed == 1
+        await talking[0].close()
