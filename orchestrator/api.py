@@ -122,11 +122,36 @@ async def read_json(request: web.Request, cls: type, max_bytes: int):
     try:
         return msgspec.json.decode(body, type=cls)
     except msgspec.ValidationError as exc:
+        if "got `float`" in str(exc):
+            return _with_whole_numbers(body, cls)
         raise Problem(422, f"invalid body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise Problem(400, f"body is not UTF-8 (byte {exc.start})") from None
+
+
+def _with_whole_numbers(body: bytes, cls: type):
+    """JSON has one kind of number: 300.0 is the integer 300 (JSON Schema agrees), not a type error.
+    A number with a fraction is still refused, and so is anything else the strict decoding refused."""
+    try:
+        doc = msgspec.json.decode(body)
+    except RecursionError:
+        raise Problem(400, "body nests too deeply") from None
+    except msgspec.ValidationError as exc:  # a number out of range elsewhere in the body
+        raise Problem(422, f"invalid body: {exc}") from None
+    stack = [doc] if isinstance(doc, (dict, list)) else []
+    while stack:
+        node = stack.pop()
+        for k, v in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(v, float) and v.is_integer():
+                node[k] = int(v)
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    try:
+        return msgspec.convert(doc, type=cls)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, f"invalid body: {exc}") from None
 
 
 BOARD_ALWAYS_HALLS = 1000  # up to this many halls the board is rebuilt every tick, watched or not
