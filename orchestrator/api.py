@@ -91,6 +91,16 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+U64_MAX = 2**64 - 1
+
+
+def _event_id_below_max(text: str) -> bool:
+    """A Redis stream id (two unsigned 64-bit parts) that some id can follow: Redis refuses the
+    rest as an error, which would read as the store being down (503)."""
+    if not EVENT_ID.fullmatch(text):
+        return False
+    ms, seq = (int(x) for x in text.split("-"))
+    return ms <= U64_MAX and seq <= U64_MAX and (ms, seq) != (U64_MAX, U64_MAX)
 
 
 class JoinTokenBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -730,18 +740,19 @@ class Api:
 
     async def events(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
-        try:
-            count = int(request.query.get("count", "200"))
-        except ValueError:
-            raise Problem(400, "count must be an integer") from None
-        if not 1 <= count <= 5000:
-            raise Problem(400, "count must be between 1 and 5000")
+        raw = request.query.get("count", "200")
+        # digits only: int() would also take " 5", "+5", "1_000" and other scripts' digits
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= 5000):
+            raise Problem(400, "count must be an integer between 1 and 5000")
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise Problem(400, "format must be json or csv")
         after = request.query.get("after") or None
-        if after is not None and not EVENT_ID.match(after):
+        if after is not None and not _event_id_below_max(after):
             raise Problem(400, "after must be an event id such as 1700000000000-0")
-        evs = await self.st.store.events(count, request.query.get("kind") or None, request.query.get("subject") or None,
+        evs = await self.st.store.events(int(raw), request.query.get("kind") or None, request.query.get("subject") or None,
                                          request.query.get("actor") or None, after)
-        if request.query.get("format") == "csv":
+        if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)
             w.writerow(["id", "time", "kind", "subject", "actor", "detail"])
