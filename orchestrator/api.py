@@ -49,13 +49,14 @@ class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SessionPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    title: str | None = None
-    title_en: str | None = None
-    theme: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    stream: str | None = None
-    halls: list[str] | None = None
+    # only the fields given change; null is no value for any of them (422, as the document says)
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    title_en: str | msgspec.UnsetType = msgspec.UNSET
+    theme: str | msgspec.UnsetType = msgspec.UNSET
+    start: datetime | msgspec.UnsetType = msgspec.UNSET
+    end: datetime | msgspec.UnsetType = msgspec.UNSET
+    stream: str | msgspec.UnsetType = msgspec.UNSET
+    halls: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class FloorBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -464,7 +465,7 @@ class Api:
             s = existing.get(sid)
             if s is None:
                 raise Problem(404, f"unknown session {sid}")
-            changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+            changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
             if not changes:
                 raise Problem(422, "nothing to change")
             s = msgspec.structs.replace(s, **changes)
