@@ -641,7 +641,7 @@ class Api:
         it cannot come back), or reinstate it."""
         p = await authenticate(request, self.accounts, "admin")
         node = request.match_info["node"]
-        body = await read_json(request, RevokeBody, 2048)
+        body = await read_json(request, RevokeBody, 4096)  # room for a reason of 200 escaped characters
         if len(body.reason) > 200:
             raise Problem(422, "reason must be at most 200 characters")
         known = node in self.st.halls_by_id or node in (await self.st.store.nodes())
