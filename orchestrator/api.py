@@ -792,7 +792,7 @@ class Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
-        return web.json_response(openapi_document())
+        return web.json_response(openapi_document(self.st.programme.themes if self.st.programme else ()))
 
     async def metrics(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
