@@ -92,7 +92,7 @@ def openapi_document(themes: Iterable[str] = ()) -> dict:
                 {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "429": _ERR, "502": _ERR, "503": _ERR}, params=[
                 {"name": "relay", "in": "query", "schema": {"type": "string"}}]),
-                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}},
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string", "pattern": "^v=0\\r?\\n"}}}}}},
             "/api/v1/preview/{session}": {"delete": _op("End a preview", {"204": {"description": "Ended"}, "404": _ERR}, params=[
                 {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}])},
             "/api/v1/events": {"get": _op("Event and audit log, newest first (JSON, or CSV with format=csv)", {"200": {
@@ -101,7 +101,7 @@ def openapi_document(themes: Iterable[str] = ()) -> dict:
                 {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": "one kind or several separated by commas"},
                 {"name": "subject", "in": "query", "schema": {"type": "string"}},
                 {"name": "actor", "in": "query", "schema": {"type": "string"}},
-                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^([0-9]{1,20}-[0-9]{1,20})?$"}, "description": "only events newer than this id (empty: all)"},
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^([0-9]{1,19}-[0-9]{1,19})?$"}, "description": "only events newer than this id (empty: all)"},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
             ])},
             "/api/v1/board/stream": {"get": _op("Live board (server-sent events)", {"200": {"description": "`event: board` with the board as JSON in `data`, at once and on each change; a comment every 15 s",
