@@ -65,7 +65,7 @@ def resolve_halls(spec: list[str], halls: Iterable[Hall]) -> list[str]:
 
 def check_session(s: Session, themes: dict[str, str], topology: Topology) -> list[str]:
     """Validate one session; returns its hall ids. ValueError says what is wrong."""
-    if not SESSION_ID.match(s.id):
+    if not SESSION_ID.fullmatch(s.id):  # match() would let a trailing newline through ($)
         raise ValueError(f"session id {s.id!r} must be 1-32 letters, digits, '-' or '_'")
     if not s.title.strip() or len(s.title) > 200 or len(s.title_en) > 200:
         raise ValueError("title must be 1-200 characters (title_en at most 200)")
@@ -75,7 +75,7 @@ def check_session(s: Session, themes: dict[str, str], topology: Topology) -> lis
         raise ValueError("start and end need a time zone (e.g. 2021-11-02T08:30:00+07:00)")
     if s.end <= s.start:
         raise ValueError("end must be after start")
-    if not STREAM_NAME.match(s.stream):
+    if not STREAM_NAME.fullmatch(s.stream):
         raise ValueError(f"stream {s.stream!r} must be 1-32 lower-case letters, digits or '-'")
     if s.state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}")

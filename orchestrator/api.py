@@ -49,13 +49,14 @@ class MoveBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class SessionPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    title: str | None = None
-    title_en: str | None = None
-    theme: str | None = None
-    start: datetime | None = None
-    end: datetime | None = None
-    stream: str | None = None
-    halls: list[str] | None = None
+    # only the fields given change; null is no value for any of them (422, as the document says)
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    title_en: str | msgspec.UnsetType = msgspec.UNSET
+    theme: str | msgspec.UnsetType = msgspec.UNSET
+    start: datetime | msgspec.UnsetType = msgspec.UNSET
+    end: datetime | msgspec.UnsetType = msgspec.UNSET
+    stream: str | msgspec.UnsetType = msgspec.UNSET
+    halls: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class FloorBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,7 +91,10 @@ class RevokeBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: str = ""
 
 
-EVENT_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+# a Redis stream id that Redis can start after: 19 digits a part stay below 2^64 - 1 (more, and
+# Redis answers an error that would read as the store being down, 503); fullmatch, as $ would let
+# a trailing newline through
+EVENT_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 
 
 class JoinTokenBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,11 +126,36 @@ async def read_json(request: web.Request, cls: type, max_bytes: int):
     try:
         return msgspec.json.decode(body, type=cls)
     except msgspec.ValidationError as exc:
+        if "got `float`" in str(exc):
+            return _with_whole_numbers(body, cls)
         raise Problem(422, f"invalid body: {exc}") from None
     except msgspec.DecodeError as exc:
         raise Problem(400, f"body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise Problem(400, f"body is not UTF-8 (byte {exc.start})") from None
+
+
+def _with_whole_numbers(body: bytes, cls: type):
+    """JSON has one kind of number: 300.0 is the integer 300 (JSON Schema agrees), not a type error.
+    A number with a fraction is still refused, and so is anything else the strict decoding refused."""
+    try:
+        doc = msgspec.json.decode(body)
+    except RecursionError:
+        raise Problem(400, "body nests too deeply") from None
+    except msgspec.ValidationError as exc:  # a number out of range elsewhere in the body
+        raise Problem(422, f"invalid body: {exc}") from None
+    stack = [doc] if isinstance(doc, (dict, list)) else []
+    while stack:
+        node = stack.pop()
+        for k, v in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(v, float) and v.is_integer():
+                node[k] = int(v)
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    try:
+        return msgspec.convert(doc, type=cls)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, f"invalid body: {exc}") from None
 
 
 BOARD_ALWAYS_HALLS = 1000  # up to this many halls the board is rebuilt every tick, watched or not
@@ -429,7 +458,7 @@ class Api:
             s = existing.get(sid)
             if s is None:
                 raise Problem(404, f"unknown session {sid}")
-            changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+            changes = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
             if not changes:
                 raise Problem(422, "nothing to change")
             s = msgspec.structs.replace(s, **changes)
@@ -605,7 +634,7 @@ class Api:
         it cannot come back), or reinstate it."""
         p = await authenticate(request, self.accounts, "admin")
         node = request.match_info["node"]
-        body = await read_json(request, RevokeBody, 2048)
+        body = await read_json(request, RevokeBody, 4096)  # room for a reason of 200 escaped characters
         if len(body.reason) > 200:
             raise Problem(422, "reason must be at most 200 characters")
         known = node in self.st.halls_by_id or node in (await self.st.store.nodes())
@@ -705,18 +734,19 @@ class Api:
 
     async def events(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
-        try:
-            count = int(request.query.get("count", "200"))
-        except ValueError:
-            raise Problem(400, "count must be an integer") from None
-        if not 1 <= count <= 5000:
-            raise Problem(400, "count must be between 1 and 5000")
+        raw = request.query.get("count", "200")
+        # digits only: int() would also take " 5", "+5", "1_000" and other scripts' digits
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= 5000):
+            raise Problem(400, "count must be an integer between 1 and 5000")
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise Problem(400, "format must be json or csv")
         after = request.query.get("after") or None
-        if after is not None and not EVENT_ID.match(after):
+        if after is not None and not EVENT_ID.fullmatch(after):
             raise Problem(400, "after must be an event id such as 1700000000000-0")
-        evs = await self.st.store.events(count, request.query.get("kind") or None, request.query.get("subject") or None,
+        evs = await self.st.store.events(int(raw), request.query.get("kind") or None, request.query.get("subject") or None,
                                          request.query.get("actor") or None, after)
-        if request.query.get("format") == "csv":
+        if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)
             w.writerow(["id", "time", "kind", "subject", "actor", "detail"])
@@ -755,7 +785,7 @@ class Api:
 
     async def openapi(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")
-        return web.json_response(openapi_document())
+        return web.json_response(openapi_document(self.st.programme.themes if self.st.programme else ()))
 
     async def metrics(self, request: web.Request) -> web.Response:
         await authenticate(request, self.accounts, "viewer")

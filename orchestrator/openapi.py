@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from diemcau import __version__
 
 _ERR = {"description": "Problem", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _AUTH_ERRORS = {"401": _ERR, "403": _ERR}
 
 
-def _op(summary: str, responses: dict, body: str | None = None, params: list | None = None, public: bool = False) -> dict:
+def _op(summary: str, responses: dict, body: str | None = None, params: list | None = None, public: bool = False,
+        body_required: bool = True) -> dict:
     op: dict = {"summary": summary, "responses": {**responses, **({} if public else _AUTH_ERRORS)}}
     if not public:
         op["security"] = [{"bearer": []}, {"cookie": []}]
     else:
         op["security"] = []
     if body:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
     if params:
         op["parameters"] = params
     return op
@@ -25,10 +28,21 @@ def _json(desc: str, schema: dict | None = None) -> dict:
     return {"description": desc, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
 
 
-def openapi_document() -> dict:
+def openapi_document(themes: Iterable[str] = ()) -> dict:
+    """`themes`: the programme's theme ids, the values a session's theme may take."""
     session_param = {"name": "session", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"}}
     edits = {"400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}
-    hall_param = {"name": "hall", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Z]{2,3}-[0-9]{2}$"}}
+    hall_param = {"name": "hall", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[A-Z]{2,3}-[0-9]{2,5}$"}}
+    # what diemcau.programme.check_session accepts; that end is after start, and that the halls
+    # exist, are checked on the server only (422)
+    session_fields = {
+        "title": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "\\S"}, "title_en": {"type": "string", "maxLength": 200},
+        "theme": {"type": "string", **({"enum": sorted(themes)} if themes else {})},
+        "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
+        "stream": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"},
+        "halls": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                  "description": "\"all\", region names (north, central, south) and/or hall ids"},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "diemcau orchestrator", "version": __version__,
@@ -44,7 +58,8 @@ def openapi_document() -> dict:
             "/api/v1/tokens/join": {"post": _op("Invite a participant to a hall (join token)", {"200": _json("Token"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="JoinToken")},
             "/api/v1/join": {"post": {"summary": "A participant joins: its hall's WHEP endpoint and a media token",
                                       "security": [{"bearer": []}],
-                                      "responses": {"200": _json("Join"), "401": _ERR, "403": _ERR, "503": _ERR}}},
+                                      "requestBody": {"required": False, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JoinBody"}}}},
+                                      "responses": {"200": _json("Join"), "400": _ERR, "401": _ERR, "403": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "503": _ERR}}},
             "/api/v1/source": {
                 "get": _op("The studio feeds at each origin and which is on air", {"200": _json("Source")}),
                 "post": _op("Put the primary or backup studio feed on air", {"200": _json("Switched"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR, "503": _ERR}, body="SourceSwitch"),
@@ -52,7 +67,7 @@ def openapi_document() -> dict:
             "/api/v1/halls/{hall}/move": {"post": _op("Move a hall to another relay (make-before-break)", {"202": _json("Accepted"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Move", params=[hall_param])},
             "/api/v1/halls/{hall}/layer": {"post": _op("Bound a hall's layer of the bitrate ladder, or make it audio only", {"202": _json("Layer"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="LayerBody", params=[hall_param])},
             "/api/v1/halls/{hall}/hitless": {"post": _op("Hitless mode for a hall: both paths carry the programme, merged frame by frame", {"202": _json("Hitless"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="HitlessBody", params=[hall_param])},
-            "/api/v1/halls/{hall}/player": {"post": _op("The hall's projector page address, with a media token for its programme", {"200": _json("Player"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="PlayerBody", params=[hall_param])},
+            "/api/v1/halls/{hall}/player": {"post": _op("The hall's projector page address, with a media token for its programme", {"200": _json("Player"), "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="PlayerBody", params=[hall_param], body_required=False)},
             "/api/v1/floor": {
                 "get": _op("Who holds the floor, and the halls asking to speak", {"200": _json("Floor")}),
                 "post": _op("Give the floor to a hall (from whoever holds it)", {"202": _json("Floor"), **edits}, body="FloorBody"),
@@ -75,22 +90,24 @@ def openapi_document() -> dict:
             "/api/v1/nodes/{node}/credential/reissue": {"post": _op("A new credential for a node: earlier ones stop working at once (shown in this answer only)", {"200": _json("Reissued"), "404": _ERR}, params=[{"name": "node", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}])},
             "/api/v1/nodes/{node}/credential": {"post": _op("Revoke (revoked=true) or reinstate a node's credential", {"200": _json("Credential"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="Revoke", params=[
                 {"name": "node", "in": "path", "required": True, "schema": {"type": "string"}}])},
-            "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "404": _ERR, "413": _ERR, "415": _ERR, "502": _ERR, "503": _ERR}, params=[
+            "/api/v1/preview": {"post": {**_op("Programme preview: WHEP offer in, a relay's answer out", {"201": {"description": "SDP answer", "content": {"application/sdp": {"schema": {"type": "string"}}}}, "400": _ERR, "404": _ERR, "409": _ERR, "413": _ERR, "415": _ERR, "429": _ERR, "502": _ERR, "503": _ERR}, params=[
                 {"name": "relay", "in": "query", "schema": {"type": "string"}}]),
-                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}}}},
+                "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string", "pattern": "^v=0\\r?\\n"}}}}}},
             "/api/v1/preview/{session}": {"delete": _op("End a preview", {"204": {"description": "Ended"}, "404": _ERR}, params=[
                 {"name": "session", "in": "path", "required": True, "schema": {"type": "string"}}])},
-            "/api/v1/events": {"get": _op("Event and audit log, newest first (JSON, or CSV with format=csv)", {"200": _json("Events"), "400": _ERR}, params=[
+            "/api/v1/events": {"get": _op("Event and audit log, newest first (JSON, or CSV with format=csv)", {"200": {
+                "description": "Events", "content": {"application/json": {"schema": {"type": "object"}}, "text/csv": {"schema": {"type": "string"}}}}, "400": _ERR}, params=[
                 {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
                 {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": "one kind or several separated by commas"},
                 {"name": "subject", "in": "query", "schema": {"type": "string"}},
                 {"name": "actor", "in": "query", "schema": {"type": "string"}},
-                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"}, "description": "only events newer than this id"},
+                {"name": "after", "in": "query", "schema": {"type": "string", "pattern": "^([0-9]{1,19}-[0-9]{1,19})?$"}, "description": "only events newer than this id (empty: all)"},
                 {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
             ])},
-            "/api/v1/board/stream": {"get": _op("Live board (server-sent events)", {"200": {"description": "text/event-stream"}, "503": _ERR})},
+            "/api/v1/board/stream": {"get": _op("Live board (server-sent events)", {"200": {"description": "`event: board` with the board as JSON in `data`, at once and on each change; a comment every 15 s",
+                 "content": {"text/event-stream": {}}}, "503": _ERR})},
             "/api/v1/openapi.json": {"get": _op("This document", {"200": _json("OpenAPI")})},
-            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "text/plain exposition"}})},
+            "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "Prometheus exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}})},
         },
         "components": {
             "securitySchemes": {
@@ -102,6 +119,8 @@ def openapi_document() -> dict:
                             "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
                 "Login": {"type": "object", "required": ["username", "password"], "additionalProperties": False,
                           "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                "JoinBody": {"type": "object", "additionalProperties": False,
+                             "properties": {"hall": {"type": "string", "description": "must be the join token's hall when given"}}},
                 "JoinToken": {"type": "object", "required": ["hall", "participant"], "additionalProperties": False,
                               "properties": {"hall": {"type": "string"}, "participant": {"type": "string", "minLength": 1, "maxLength": 64},
                                              "ttl_s": {"type": "integer", "minimum": 10, "maximum": 604800}}},
@@ -116,14 +135,9 @@ def openapi_document() -> dict:
                 "QueueBody": {"type": "object", "additionalProperties": False, "required": ["hall"],
                               "properties": {"hall": {"type": "string"}}},
                 "SessionBody": {"type": "object", "additionalProperties": False, "required": ["id", "title", "theme", "start", "end"],
-                                "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "title_en": {"type": "string"},
-                                               "theme": {"type": "string"}, "start": {"type": "string", "format": "date-time"},
-                                               "end": {"type": "string", "format": "date-time"}, "stream": {"type": "string"},
-                                               "halls": {"type": "array", "items": {"type": "string"}}}},
-                "SessionPatch": {"type": "object", "additionalProperties": False,
-                                 "properties": {"title": {"type": "string"}, "title_en": {"type": "string"}, "theme": {"type": "string"},
-                                                "start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"},
-                                                "stream": {"type": "string"}, "halls": {"type": "array", "items": {"type": "string"}}}},
+                                "properties": {"id": session_param["schema"], **session_fields}},
+                "SessionPatch": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                                 "description": "only the fields given change", "properties": session_fields},
                 "PlayerBody": {"type": "object", "additionalProperties": False, "properties": {"ttl_s": {"type": "integer", "minimum": 60, "maximum": 1209600}}},
                 "Player": {"type": "object", "properties": {"hall": {"type": "string"}, "url": {"type": "string"}, "expires_in": {"type": "integer"}}},
                 "LayerBody": {"type": "object", "additionalProperties": False, "properties": {"floor": {"type": "string", "maxLength": 16}, "ceiling": {"type": "string", "maxLength": 16}, "audio_only": {"type": "boolean"}}},
