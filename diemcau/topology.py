@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 
 REGIONS = ("north", "central", "south")
-HALL_ID = re.compile(r"^[A-Z]{2,3}-\d{2,5}$")  # HN-01; commune scale: HN-0001
-NODE_ID = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+HALL_ID = re.compile(r"[A-Z]{2,3}-[0-9]{2,5}")  # HN-01; commune scale: HN-0001 (fullmatch: no "\n" after)
+NODE_ID = re.compile(r"[a-z][a-z0-9-]{0,31}")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -99,7 +99,7 @@ def load_topology(path: Path | str | None = None) -> Topology:
         label = f"hall #{i + 1} ({raw.get('id', '?') if isinstance(raw, dict) else '?'})"
         hall = _convert(path, label, raw, Hall)
         assert isinstance(hall, Hall)
-        if not HALL_ID.match(hall.id):
+        if not HALL_ID.fullmatch(hall.id):
             raise ConfigError(f"{path}: {label}: id must look like 'HN-01' (or 'HN-0001')")
         if hall.id in seen_ids:
             raise ConfigError(f"{path}: {label}: duplicate id {hall.id}")
@@ -131,7 +131,7 @@ def load_profile(name_or_path: str | Path = "local") -> Profile:
     for i, raw in enumerate(data.get("relay", [])):
         spec = _convert(path, f"relay #{i + 1}", raw, RelaySpec)
         assert isinstance(spec, RelaySpec)
-        if not NODE_ID.match(spec.id):
+        if not NODE_ID.fullmatch(spec.id):
             raise ConfigError(f"{path}: relay {spec.id!r}: id must be lowercase letters, digits, '-'")
         if spec.id in seen:
             raise ConfigError(f"{path}: relay {spec.id}: duplicate id")

@@ -172,7 +172,7 @@ class ControlHub:
             node = verify_node_credential(self.node_key, token)
         except TokenError as exc:
             raise unauthorized(str(exc)) from None
-        if not (node in self.halls or NODE_ID.match(node)):
+        if not (node in self.halls or NODE_ID.fullmatch(node)):
             raise Problem(403, f"unknown node {node}")
         if await self.store.is_revoked(node):
             raise Problem(403, f"the credential of node {node} has been revoked")

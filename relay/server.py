@@ -113,7 +113,7 @@ class RelayCore:
 
     def _stream_name(self, request: web.Request) -> str:
         name = request.match_info["stream"]
-        if not STREAM_NAME.match(name):
+        if not STREAM_NAME.fullmatch(name):
             raise _Rejected(400, "stream name must be 1-64 letters, digits, '_', '.', '-' (and '~LAYER' for a ladder layer)")
         layer = split_stream(name)[1]
         if layer and layer not in {x.name for x in self.ladder}:

@@ -94,6 +94,7 @@ def _offer_headers(token: str | None, ctype: str = "application/sdp") -> dict:
         ("no_media_sdp", 400, "no audio or video"),
         ("unknown_stream", 404, "unknown stream"),
         ("bad_stream_name", 400, "stream name"),
+        ("stream_name_with_newline", 400, "stream name"),  # re.match's $ matched before a trailing "\n"
     ],
 )
 async def test_whep_bad_requests_get_4xx_with_a_reason(start_relay, signer, case, status, reason):
@@ -126,6 +127,9 @@ async def test_whep_bad_requests_get_4xx_with_a_reason(start_relay, signer, case
         headers = _offer_headers(signer.mint("v", stream, "sub", 60))
     elif case == "bad_stream_name":
         stream = "bad%20name!"
+    elif case == "stream_name_with_newline":
+        stream = "programme%0A"
+        headers = _offer_headers(signer.mint("v", "programme\n", "sub", 60))
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{relay.url}/whep/{stream}", data=body.encode(), headers=headers) as r:
             assert r.status == status, await r.text()
