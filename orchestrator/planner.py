@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[str, Msg], Awaitable[bool]]
 MEDIA_LOST_MOVE_AFTER = 3  # a hall reporting loss this many times in a window is moved
 MEDIA_LOST_WINDOW_S = 10.0
+ASSIGN_RELOAD_S = 5.0  # the leader re-reads every assignment from Redis this often (its copy is current)
 RECONCILE_EVERY_S = 2.0  # the sweep compares every hall's report with its record this often
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
@@ -108,16 +109,21 @@ class Planner:
         self.replans = 0
         self.sweep_s_last = self.sweep_s_max = 0.0  # how long a sweep takes (wall time, awaits included)
         self._reconciled = 0.0  # when the sweep last compared every hall's report with its record
+        self._assign: dict[str, dict] | None = None  # the leader's copy of every assignment
+        self._assign_fence, self._assign_loaded = -1, 0.0
         self._inbox: list[tuple[str, tuple, asyncio.Future]] = []  # registrations and reports, batched
         self._worker: asyncio.Task | None = None
 
     # -- views -----------------------------------------------------------------------------
 
-    async def relay_views(self) -> tuple[list[RelayView], dict[str, dict]]:
+    async def relay_views(self, cached: bool = False) -> tuple[list[RelayView], dict[str, dict]]:
+        """Every relay as placement sees it, and every node's assignment: as the leader's planning
+        keeps it (`cached`, the planner's own calls) or as Redis has it now (the API, any instance)."""
         # relays only (a few dozen), never a scan of every hall's entries: this runs for each batch
         # of registrations and reports and four times a second in the sweep
         nodes, assign, drained = await asyncio.gather(
-            self.store.relay_nodes(), self.store.assignments(), self.store.drained())
+            self.store.relay_nodes(), self._assignments() if cached else self.store.assignments(),
+            self.store.drained())
         conn, seen = await self.store.liveness(sorted(nodes))
         serving: dict[str, int] | None = None  # relay -> halls that report receiving from it just now
         now = now_ms()
@@ -167,6 +173,17 @@ class Planner:
                 )
             )
         return views, assign
+
+    async def _assignments(self) -> dict[str, dict]:
+        """Every node's assignment. Only the leader writes them (fenced) and plan() keeps this copy
+        current, so it is read from Redis only every few seconds, or when our fence changed (we
+        lead anew: another leader may have planned meanwhile). 10 000 of them are ~1.5 MB to parse."""
+        now = time.monotonic()
+        if (self._assign is None or self._assign_fence != self.store.fence
+                or now - self._assign_loaded >= ASSIGN_RELOAD_S):
+            self._assign = await self.store.assignments()
+            self._assign_fence, self._assign_loaded = self.store.fence, now
+        return self._assign
 
     # -- assignments -----------------------------------------------------------------------
 
@@ -444,7 +461,7 @@ class Planner:
             batch, self._inbox = self._inbox, []
             try:
                 async with self._lock:
-                    views, assign = await self.relay_views()
+                    views, assign = await self.relay_views(cached=True)
                     for node, item, done in batch:
                         try:
                             if item[0] == "register":
@@ -542,7 +559,7 @@ class Planner:
                 self.sweep_s_last, self.sweep_s_max = took, max(self.sweep_s_max, took)
 
     async def _sweep(self) -> None:
-        views, assign = await self.relay_views()
+        views, assign = await self.relay_views(cached=True)
         now_dead = {v.id for v in views if not v.alive}
         newly = now_dead - self.dead
 
@@ -641,16 +658,22 @@ class Planner:
         """Connected nodes without a live primary, or without a live standby that could have one."""
         await self._operator_intents(views, assign)
         await self._spread_origins(views, assign)
-        conn = await self.store.connected()
         alive = {v.id for v in views if v.alive}
         role = {v.id: v.role for v in views}
-        # what halls report matters only where their record may lag what they do (they switched to
-        # their standby by themselves; they sit on an origin): read just those reports, and the
-        # first kind only every few seconds (it is the fallback for a lost MediaLost report)
+        # Every connected node is looked at every few seconds; in between, the nodes registered
+        # since the last sweep (on any instance) and the relays (a few dozen): at 10 000 halls a
+        # full pass each sweep is most of the leader's CPU. What halls report matters only where
+        # their record may lag what they do (they switched to their standby by themselves; they
+        # sit on an origin): only those reports are read.
         now = time.monotonic()
         reconcile = now - self._reconciled >= RECONCILE_EVERY_S
+        fresh = await self.store.take_registered()
         if reconcile:
             self._reconciled = now
+            conn = await self.store.connected()
+        else:
+            held, _ = await self.store.liveness(sorted(set(fresh) | {v.id for v in views}))
+            conn = held
         wanted = [n for n in conn if n in self.halls and (a := assign.get(n)) and a.get("backup")
                   and (reconcile or role.get(a["upstream"]) == "origin")]
         stats = await self.store.stats_of(wanted)

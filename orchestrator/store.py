@@ -38,6 +38,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+REGISTERED_KEPT = 50_000  # registrations waiting for the leader's sweep (a leaderless spell keeps the newest)
+
+
 class StaleLeader(RuntimeError):
     """A placement write carried a fencing token that is no longer current: we are not the leader."""
 
@@ -82,9 +85,21 @@ class Store:
         pipe.hset(self.k("nodes"), node, json.dumps(info))
         if info.get("kind") == "relay":
             pipe.hset(self.k("relays"), node, json.dumps(info))  # the planner reads relays alone, often
+        # the leader's next sweep looks at the nodes registered since the last (on any instance),
+        # instead of scanning every connected node each time
+        pipe.rpush(self.k("registered"), node)
+        pipe.ltrim(self.k("registered"), -REGISTERED_KEPT, -1)
         pipe.hset(self.k("conn"), node, instance)
         pipe.zadd(self.k("seen"), {node: now_ms()})
         await pipe.execute()
+
+    async def take_registered(self) -> list[str]:
+        """The nodes registered since the last call (the leader's sweep), oldest first."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lrange(self.k("registered"), 0, -1)
+        pipe.delete(self.k("registered"))
+        raw, _ = await pipe.execute()
+        return [n.decode() for n in raw]
 
     async def disconnected(self, node: str, instance: str) -> None:
         # Only the instance that holds the channel may clear it (a newer one may have it).
