@@ -827,6 +827,7 @@ class Api:
             "# TYPE diemcau_loop_stall_seconds gauge",
             f"diemcau_loop_stall_seconds {self.st.planner.loop_watch.stalled_within(60):.3f}",
             *hub.lag.prometheus("diemcau_heartbeat_lag_ms"),
+            *self.st.gc_watch.prometheus(),
             "# TYPE diemcau_sweep_seconds gauge",
             f'diemcau_sweep_seconds{{of="last"}} {self.st.planner.sweep_s_last:.4f}',
             f'diemcau_sweep_seconds{{of="max"}} {self.st.planner.sweep_s_max:.4f}',

@@ -23,6 +23,7 @@ from diemcau.topology import ConfigError, Profile, Topology, load_profile, load_
 from .api import Api, add_routes
 from .auth import Accounts
 from .control import ControlHub
+from .gcwatch import GcWatch
 from .leader import Leadership
 from .planner import Planner
 from .settings import OrchestratorSettings
@@ -51,6 +52,7 @@ class State:
     programme: Programme | None = None
     tasks: list = field(default_factory=list)
     auth_failures: dict = field(default_factory=dict)  # (address, minute) -> count
+    gc_watch: GcWatch = field(default_factory=GcWatch)
 
 
 STATE_KEY = web.AppKey("state", State)
@@ -113,6 +115,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         if await store.seed_sessions(programme.sessions):
             log.info("programme: %d sessions seeded from the config", len(programme.sessions))
         app[STATE_KEY] = state
+        state.gc_watch.install()
         api = Api(state)
         app["api"] = api
         # a closed control channel shows on the board as soon as the hall's next heartbeat is late:
@@ -140,6 +143,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         state = app.get(STATE_KEY)
         if state is None:
             return
+        state.gc_watch.uninstall()
         for t in state.tasks:
             t.cancel()
         _, stuck = await asyncio.wait(state.tasks, timeout=5)

@@ -303,6 +303,12 @@ async def _scrape(dep: Deployment, token: str, port: int) -> dict:
             out["lag"][le] = int(line.split()[1])
         elif line.startswith('diemcau_sweep_seconds{of="max"}'):
             out["sweep_max_s"] = float(line.split()[1])
+        elif line.startswith('diemcau_gc_pause_seconds_max{generation="2"}'):
+            out["gc2_max_s"] = float(line.split()[1])
+        elif line.startswith('diemcau_gc_collections_total{generation="2"}'):
+            out["gc2_n"] = int(line.split()[1])
+        elif line.startswith("diemcau_loop_stall_seconds "):
+            out["stall_s"] = float(line.split()[1])
         elif line.startswith("diemcau_leader "):
             out["leader"] = line.split()[1] == "1"
     return out
@@ -425,6 +431,12 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
             orchestrator_cpu_pct_each={n: round(100 * (cpu1[n] - cpu0[n]) / elapsed, 1) for n in pids},
             orchestrator_rss_mb={n: round(_rss_mb(pid), 1) for n, pid in pids.items()},
             lag_ms_p99=_p99(lag_b, lag_a),
+            lag_ms_p99_each={name: _p99(b["lag"], a["lag"]) for name, a, b in zip(sorted(pids), after, before)},
+            # the orchestrators' own event loops standing still (ticks >250 ms late), last 60 s
+            loop_stall_s_each={name: a.get("stall_s", 0.0) for name, a in zip(sorted(pids), after)},
+            gc_full_pause_ms_max_each={name: round(1000 * a.get("gc2_max_s", 0.0)) for name, a in zip(sorted(pids), after)},
+            gc_full_collections_each={name: a.get("gc2_n", 0) for name, a in zip(sorted(pids), after)},
+            leader=next((name for name, a in zip(sorted(pids), after) if a.get("leader")), ""),
             sweep_ms_max=round(1000 * max(a.get("sweep_max_s", 0.0) for a in after)),  # the leader's longest sweep so far
             channels_lost=bench.lost_channels,
         )
