@@ -676,7 +676,7 @@ class Planner:
             conn = held
         wanted = [n for n in conn if n in self.halls and (a := assign.get(n)) and a.get("backup")
                   and (reconcile or role.get(a["upstream"]) == "origin")]
-        stats = await self.store.stats_of(wanted)
+        stats = await self.store.paths_of(wanted)
         for node in sorted(conn):
             if not (node in self.halls or role.get(node) == "regional"):
                 continue

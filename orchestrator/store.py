@@ -38,6 +38,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class _Paths(msgspec.Struct):
+    relay: str = ""
+    state: str = "idle"
+    backup: str = ""
+    backup_state: str = ""
+
+
+_PATHS = msgspec.json.Decoder(_Paths)
 REGISTERED_KEPT = 50_000  # registrations waiting for the leader's sweep (a leaderless spell keeps the newest)
 
 
@@ -127,11 +135,20 @@ class Store:
         return ({n: h.decode() for n, h in zip(nodes, held) if h is not None},
                 {n: int(t) for n, t in zip(nodes, seen) if t is not None})
 
-    async def stats_of(self, nodes: list[str]) -> dict[str, dict]:
+    async def paths_of(self, nodes: list[str]) -> dict[str, dict]:
+        """What these halls last reported about their two paths (relay, state, backup, backup_state):
+        only those fields are decoded (the planner checks them for every hall every few seconds)."""
         if not nodes:
             return {}
         raw = await self.r.hmget(self.k("hb"), nodes)
-        return {n: json.loads(v) for n, v in zip(nodes, raw) if v is not None}
+        out = {}
+        for n, v in zip(nodes, raw):
+            if v is not None:
+                try:
+                    out[n] = msgspec.structs.asdict(_PATHS.decode(v))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+        return out
 
     async def holder(self, node: str) -> str | None:
         """The instance holding this node's control channel, if any."""
