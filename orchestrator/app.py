@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from diemcau.topology import ConfigError, Profile, Topology, load_profile, load_
 from .api import Api, add_routes
 from .auth import Accounts
 from .control import ControlHub
-from .gcwatch import GcWatch
+from .gcwatch import GcWatch, freeze_long_lived
 from .leader import Leadership
 from .planner import Planner
 from .settings import OrchestratorSettings
@@ -129,6 +130,8 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             asyncio.create_task(hub.listen(), name="command-listener"),
             asyncio.create_task(_every(1000, hub.enforce_revocations, "revocations"), name="revocations"),
             asyncio.create_task(_every(int(min(5.0, settings.ws_idle_close_s / 2) * 1000), hub.close_idle, "idle-channels"), name="idle-channels"),
+            *([asyncio.create_task(freeze_long_lived(settings.gc_freeze_s, settings.gc_thaw_every), name="gc-freeze")]
+              if settings.gc_freeze_s > 0 else []),
         ]
 
     async def on_shutdown(app: web.Application) -> None:
@@ -144,6 +147,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         if state is None:
             return
         state.gc_watch.uninstall()
+        gc.unfreeze()  # what our freezes kept from the collector is its again
         for t in state.tasks:
             t.cancel()
         _, stuck = await asyncio.wait(state.tasks, timeout=5)

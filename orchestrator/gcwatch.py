@@ -3,6 +3,7 @@ objects of 10 000 open channels is what a stalled event loop can be made of)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 
@@ -40,3 +41,18 @@ class GcWatch:
                       f'diemcau_gc_pause_seconds_total{{generation="{gen}"}} {self.total_s[gen]:.4f}',
                       f'diemcau_gc_collections_total{{generation="{gen}"}} {self.count[gen]}']
         return lines
+
+
+async def freeze_long_lived(every_s: float, thaw_every: int) -> None:
+    """Move what has lived `every_s` into the collector's permanent generation (gc.freeze), so that
+    full collections walk only what is newer: the objects of 10 000 long-lived channels made each
+    one a ~250 ms stop (measured). Cyclic garbage among frozen objects is kept until the next thaw
+    (every `thaw_every` freezes the whole heap is handed back to the collector once)."""
+    n = 0
+    while True:
+        await asyncio.sleep(every_s)
+        n += 1
+        if thaw_every and n % thaw_every == 0:
+            gc.unfreeze()
+        else:
+            gc.freeze()
