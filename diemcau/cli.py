@@ -42,6 +42,7 @@ def _relay(args: argparse.Namespace) -> None:
     from relay.settings import RelaySettings
 
     settings = from_env(RelaySettings, "DIEMCAU_RELAY_", id=args.id, role=args.role, region=args.region,
+                        province=args.province,
                         host=args.host, port=args.port)
     setup_logging(f"relay[{settings.id}]")
     app = make_app(settings)
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
 
     r = sub.add_parser("relay", help="run a relay (origin or regional)")
     r.add_argument("--id")
-    r.add_argument("--role", choices=["origin", "regional"])
+    r.add_argument("--role", choices=["origin", "regional", "provincial"])
+    r.add_argument("--province", help="a provincial relay's province (as the topology spells it)")
     r.add_argument("--region", choices=["north", "central", "south"])
     r.add_argument("--host")
     r.add_argument("--port", type=int)

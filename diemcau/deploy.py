@@ -198,6 +198,7 @@ class Deployment:
                                             "--port", str(port)], {
                 "DIEMCAU_RELAY_ICE_ADDRESSES": ice,
                 "DIEMCAU_RELAY_CAPACITY": str(spec.capacity),
+                "DIEMCAU_RELAY_PROVINCE": spec.province,
                 "DIEMCAU_RELAY_LADDER": ",".join(self.profile.deployment.ladder),
                 "DIEMCAU_RELAY_ORCHESTRATOR_URL": self.control_url,
                 **self._tls_env("DIEMCAU_RELAY_"),

@@ -25,7 +25,8 @@ class Hello(Msg, tag="hello"):
     kind: str  # "hall" | "relay"
     version: str
     region: str = ""
-    role: str = ""  # relay role: "origin" | "regional"
+    role: str = ""  # relay role: "origin" | "regional" | "provincial"
+    province: str = ""  # provincial relay: the province it serves
     whep_url: str = ""  # relay: base URL of its WHIP/WHEP server
     capacity: int = 0  # relay: subscribers it accepts
     streams: list[str] = []  # relay: streams it currently carries

@@ -30,13 +30,14 @@ class Hall(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class RelaySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
-    role: str  # origin | regional
+    role: str  # origin | regional | provincial (pulls from a regional relay; its province's halls first)
     region: str
     capacity: int = 60
     lat: float = 0.0
     lon: float = 0.0
     host: str = ""  # empty: the deployment's host
     port: int = 0  # 0: chosen free at launch
+    province: str = ""  # provincial relays: the province whose halls it serves (as the topology spells it)
 
 
 class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -136,8 +137,10 @@ def load_profile(name_or_path: str | Path = "local") -> Profile:
         if spec.id in seen:
             raise ConfigError(f"{path}: relay {spec.id}: duplicate id")
         seen.add(spec.id)
-        if spec.role not in ("origin", "regional"):
-            raise ConfigError(f"{path}: relay {spec.id}: role must be 'origin' or 'regional'")
+        if spec.role not in ("origin", "regional", "provincial"):
+            raise ConfigError(f"{path}: relay {spec.id}: role must be 'origin', 'regional' or 'provincial'")
+        if spec.role == "provincial" and not spec.province.strip():
+            raise ConfigError(f"{path}: relay {spec.id}: a provincial relay names its province")
         if spec.region not in REGIONS:
             raise ConfigError(f"{path}: relay {spec.id}: region must be one of {', '.join(REGIONS)}")
         if spec.capacity <= 0:

@@ -86,6 +86,10 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         programme = load_programme(topology, settings.programme or None)
     except ConfigError as exc:
         raise StartupError(f"orchestrator: {exc}") from None
+    unknown = sorted({r.province for r in profile.relays if r.role == "provincial"} - topology.provinces())
+    if unknown:
+        raise StartupError(f"orchestrator: profile {settings.profile}: provincial relays name provinces the "
+                           f"topology does not have: {', '.join(unknown)}")
     app = web.Application(middlewares=[_audit_middleware, problem_middleware, _redis_middleware],
                           client_max_size=settings.max_body_bytes)
     app.on_response_prepare.append(on_prepare_security_headers)

@@ -44,10 +44,11 @@ HALLS_PER_RELAY = 140  # primaries per relay in the generated inventory (and as 
 
 # -- a commune-scale topology -------------------------------------------------------------
 
-def commune_topology(n: int, out: Path) -> tuple[Path, Path, Path]:
+def commune_topology(n: int, out: Path, tiers: int = 2) -> tuple[Path, Path, Path]:
     """N connection points over the real topology's provinces (in proportion to its halls there),
-    with relays sized for them: two origins and regional relays in each region. Returns the
-    topology, profile and (empty) programme files."""
+    with relays sized for them: two origins and regional relays in each region (tiers=2), or two
+    origins, two regional relays per region and provincial relays in every province (tiers=3).
+    Returns the topology, profile and (empty) programme files."""
     real = load_topology()
     provinces: dict[str, tuple[str, str, float, float, int]] = {}
     for h in real.halls:
@@ -76,9 +77,19 @@ def commune_topology(n: int, out: Path) -> tuple[Path, Path, Path]:
               '[[relay]]\nid = "origin-2"\nrole = "origin"\nregion = "south"\ncapacity = 1000\n'
               'lat = 10.8231\nlon = 106.6297\n']
     centre = {"north": (21.0, 105.8), "central": (16.0, 108.2), "south": (10.8, 106.6)}
+    if tiers == 3:
+        for p in names:
+            code, region, lat, lon, _ = provinces[p]
+            k = max(1, math.ceil(share[p] / HALLS_PER_RELAY))
+            cap = math.ceil(share[p] / k * 1.5) + 10
+            for i in range(1, k + 1):
+                relays.append(f'[[relay]]\nid = "{code.lower()}-{i}"\nrole = "provincial"\nregion = "{region}"\n'
+                              f'province = "{p}"\ncapacity = {cap}\nlat = {lat:.4f}\nlon = {lon:.4f}\n')
     for region in REGIONS:
-        k = max(2, math.ceil(per_region[region] / HALLS_PER_RELAY))
-        cap = math.ceil(per_region[region] / k * 1.5) + 10
+        k = max(2, math.ceil(per_region[region] / HALLS_PER_RELAY)) if tiers == 2 else 2
+        # (three tiers: the regional relays feed the provincial ones, and take halls only when a
+        # province's relays are gone)
+        cap = math.ceil(per_region[region] / k * 1.5) + 10 if tiers == 2 else max(100, per_region[region] // 4)
         for i in range(1, k + 1):
             lat, lon = centre[region]
             relays.append(f'[[relay]]\nid = "{region}-{i}"\nrole = "regional"\nregion = "{region}"\n'
@@ -113,6 +124,7 @@ class Node:
     region: str
     role: str = ""
     capacity: int = 0
+    province: str = ""
     proto: "Channel | None" = None
     welcomed: bool = False
     upstream: str = ""
@@ -213,8 +225,8 @@ class Bench:
             node.assigned_at, node.assigns = time.monotonic(), node.assigns + 1
             if self.killed and self.killed not in (msg.upstream, msg.backup) and node.id not in self.replan_watch:
                 self.replan_watch[node.id] = time.monotonic()
-            if node.kind == "hall" and node.reported_relay != self.killed:
-                node.reported_relay = msg.upstream  # the hall follows its plan (it receives from its primary)
+            # the node follows its plan (it receives from its primary), unless that is the dead relay
+            node.reported_relay = msg.upstream if msg.upstream != self.killed else msg.backup
         elif isinstance(msg, m.ErrorMsg):
             self.error(f"{node.id}: {msg.code} {msg.reason}")
 
@@ -238,6 +250,7 @@ class Bench:
         node.proto = proto
         await asyncio.wait_for(proto.upgraded, 30)
         hello = m.Hello(node=node.id, kind=node.kind, version="bench", region=node.region, role=node.role,
+                        province=node.province,
                         whep_url="http://127.0.0.1:9/" if node.kind == "relay" else "", capacity=node.capacity)
         proto.send(m.encode(hello))
 
@@ -253,7 +266,8 @@ class Bench:
             return m.encode(m.Heartbeat(seq=node.seq, hall=stats, sent_ms=now))
         halls = sum(1 for h in self.nodes.values() if h.upstream == node.id)
         stats = m.RelayStats(subscribers=halls, packets_in=node.seq * 120, packets_out=node.seq * 120 * max(halls, 1),
-                             upstream=node.upstream, upstream_state="receiving" if node.upstream else "")
+                             upstream=node.reported_relay, upstream_state="receiving" if node.reported_relay else "",
+                             upstream_backup=node.backup, upstream_backup_state="standby" if node.backup else "")
         return m.encode(m.Heartbeat(seq=node.seq, relay=stats, sent_ms=now))
 
     async def ticker(self, stop: asyncio.Event) -> None:
@@ -273,14 +287,14 @@ class Bench:
             await asyncio.sleep(max(0.0, t0 + tick * slot_ms / 1000 - time.monotonic()))
 
     async def kill(self, relay: Node) -> None:
-        """SIGKILL, as the control plane sees it: the channel drops, heartbeats stop. Its halls
-        switch to their standby by themselves and say so, as the hall daemon does."""
+        """SIGKILL, as the control plane sees it: the channel drops, heartbeats stop. The halls and
+        relays it fed switch to their standby by themselves and say so, as hall daemons and relays do."""
         self.killed, relay.dead = relay.id, True
         assert relay.proto is not None
         relay.proto.close()
         await asyncio.sleep(SWITCH_AFTER_MS / 1000)
         for n in self.nodes.values():
-            if n.kind == "hall" and n.upstream == relay.id and n.proto is not None:
+            if n.upstream == relay.id and n.proto is not None and not n.dead:
                 n.reported_relay = n.backup
                 n.proto.send(m.encode(m.MediaLost(upstream=relay.id, reason="no media for 150 ms")))
 
@@ -351,10 +365,10 @@ def _raise_fd_limit(need: int) -> None:
 
 
 async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float, progress,
-              work: Path) -> dict:
+              work: Path, tiers: int = 2) -> dict:
     _raise_fd_limit(halls + 2048)  # our client sockets; each orchestrator holds its share of them
     work.mkdir(parents=True, exist_ok=True)
-    topo_path, profile_path, programme_path = commune_topology(halls, work / "config")
+    topo_path, profile_path, programme_path = commune_topology(halls, work / "config", tiers)
     profile = load_profile(profile_path)
     topology = load_topology(topo_path)
     dep = Deployment(profile=profile, workdir=work, orchestrators=orchestrators, profile_arg=str(profile_path),
@@ -363,14 +377,14 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
                                "DIEMCAU_ORCH_RELAY_HEARTBEAT_MS": str(RELAY_HEARTBEAT_MS)})
     dep.log_dir = work / "logs"
     dep.log_dir.mkdir(exist_ok=True)
-    report: dict = {"halls": halls, "orchestrators": orchestrators, "relays": len(profile.relays),
+    report: dict = {"halls": halls, "orchestrators": orchestrators, "relays": len(profile.relays), "tiers": tiers,
                     "heartbeat_ms": HALL_HEARTBEAT_MS, "seconds": seconds}
     try:
         dep.start_redis()
         dep.start_control_plane(port=0)
         nodes: dict[str, Node] = {}
         for r in profile.relays:
-            nodes[r.id] = Node(r.id, "relay", r.region, r.role, r.capacity)
+            nodes[r.id] = Node(r.id, "relay", r.region, r.role, r.capacity, r.province)
         for h in topology.halls:
             nodes[h.id] = Node(h.id, "hall", h.region)
         bench = Bench(dep, nodes, [(dep.host, p) for p in dep.orch_ports])
@@ -445,11 +459,12 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
         report["kept_up"] = bool(processed >= 0.99 * sent and redis == 0 and bench.lost_channels == 0
                                  and report["lag_ms_p99"] <= 250)
 
-        # the relay with the most halls dies
+        # the relay that feeds the most halls and relays directly dies
         load: dict[str, int] = {}
-        for n in hall_nodes:
-            load[n.upstream] = load.get(n.upstream, 0) + 1
-        victim = max((r for r in order if r.kind == "relay" and r.role == "regional"), key=lambda r: load.get(r.id, 0))
+        for n in order:
+            if n.upstream:
+                load[n.upstream] = load.get(n.upstream, 0) + 1
+        victim = max((r for r in order if r.kind == "relay" and r.role != "origin"), key=lambda r: load.get(r.id, 0))
         affected = {n.id for n in order if victim.id in (n.upstream, n.backup) and n.id != victim.id}
         report["killed"] = victim.id
         report["killed_primary_for"] = load.get(victim.id, 0)
@@ -514,6 +529,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--orchestrators", type=int, default=2, help="instances sharing the channels (default 2)")
     ap.add_argument("--ramp", type=float, default=1000, help="channels opened per second (default 1000)")
+    ap.add_argument("--tiers", type=int, choices=(2, 3), default=2,
+                    help="relay tiers: 2 = origin, regional; 3 = origin, regional, provincial (default 2)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--report", help="also write the JSON report here")
     ap.add_argument("--workdir", help="keep the generated configs, Redis and every process's log here "
@@ -530,7 +547,7 @@ def main(argv: list[str]) -> int:
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="diemcau-bench-control-"))
     try:
-        report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress, workdir))
+        report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress, workdir, args.tiers))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -198,6 +198,7 @@ class ControlHub:
         info = {
             "kind": hello.kind, "region": hello.region, "role": hello.role, "url": hello.whep_url,
             "capacity": hello.capacity, "version": hello.version, "instance": self.s.instance,
+            **({"province": hello.province} if hello.province else {}),
             "registered_at": time.time(),
         }
         if hello.kind == "hall":
@@ -241,6 +242,9 @@ class ControlHub:
             return None
         if hello.kind == "hall" and node not in self.halls:
             await self._reject(ws, 404, f"hall {node} is not in the topology", close=True)
+            return None
+        if hello.kind == "relay" and hello.role not in ("origin", "regional", "provincial"):
+            await self._reject(ws, 400, "a relay's role is 'origin', 'regional' or 'provincial'", close=True)
             return None
         if hello.kind not in ("hall", "relay"):
             await self._reject(ws, 400, "kind must be 'hall' or 'relay'", close=True)

@@ -170,6 +170,7 @@ class Planner:
                     drained=node in drained,
                     cut=cut,
                     connected=node in conn,
+                    province=inv.province if inv else info.get("province", ""),
                 )
             )
         return views, assign
@@ -214,16 +215,18 @@ class Planner:
             hall = self.halls[node]
             assign = assign or {}
             upstream_of = {v.id: assign[v.id].get("upstream", "") for v in views if v.id in assign}
-            return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude, upstream_of, avoid_upstream)
+            return choose_hall_relay(hall.region, hall.lat, hall.lon, views, exclude, upstream_of, avoid_upstream,
+                                     province=hall.province)
         me = next((v for v in views if v.id == node), None)
         if me is None:
             return None
         # the regional relays of one region pull from different origins where they can: a hall's
         # primary and standby relays are then not behind the same origin (one failure, not two)
+        # (a provincial relay's siblings: the other relays of its province, behind other regional relays)
         siblings: dict[str, int] = {}
         for v in views:
             a = (assign or {}).get(v.id)
-            if a and v.id != node and v.region == me.region:
+            if a and v.id != node and v.role == me.role and v.region == me.region and v.province == me.province:
                 siblings[a.get("upstream", "")] = siblings.get(a.get("upstream", ""), 0) + 1
         return choose_upstream(me, views, exclude, siblings)
 
@@ -678,7 +681,7 @@ class Planner:
                   and (reconcile or role.get(a["upstream"]) == "origin")]
         stats = await self.store.paths_of(wanted)
         for node in sorted(conn):
-            if not (node in self.halls or role.get(node) == "regional"):
+            if not (node in self.halls or role.get(node) in ("regional", "provincial")):
                 continue
             a = assign.get(node)
             st = stats.get(node, {})

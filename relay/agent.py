@@ -71,6 +71,7 @@ class RelayAgent:
     def _hello(self) -> m.Hello:
         return m.Hello(
             node=self.s.id, kind="relay", version=__version__, region=self.s.region, role=self.s.role,
+            province=self.s.province,
             whep_url=self.public_url, capacity=self.s.capacity, streams=sorted(self.core.sources),
         )
 

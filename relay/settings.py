@@ -7,7 +7,8 @@ import msgspec
 
 class RelaySettings(msgspec.Struct, kw_only=True):
     id: str = "relay-1"
-    role: str = "origin"  # origin | regional
+    role: str = "origin"  # origin | regional | provincial
+    province: str = ""  # provincial: the province whose halls it serves first
     region: str = "north"
     host: str = "127.0.0.1"  # HTTP bind address
     port: int = 0

@@ -50,6 +50,42 @@ async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its
         await tree.stop()
 
 
+async def test_three_tiers_a_hall_on_its_provinces_relay_survives_that_relays_death(
+        start_orchestrator, start_relay, signer, secrets_dir):
+    """origin -> regional -> provincial -> hall: the hall takes its province's relay, which pulls from
+    a regional relay; its standby is not behind that regional relay; the provincial relay dies and
+    the hall goes on from its standby, then gets a new one."""
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"),
+                            provincials=(("hn-1", "Hà Nội"),))
+    orch, procs = tree.orch, tree.procs
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby"
+                       and hall.stats().relay == "hn-1", 30, what="HN-01 on Hà Nội's relay with a standby")
+        assign = await orch.state.store.assignments()
+        middle = assign["hn-1"]["upstream"]
+        assert middle in ("north-1", "north-2") and assign[middle]["upstream"] == "origin-1"
+        backup = hall.stats().backup
+        assert backup not in ("hn-1", middle), (backup, middle)  # not in the primary's failure domain
+        frames_before, missing_before = hall.stats().frames_received, hall.stats().frames_missing
+        killed_at = time.time()
+        procs["hn-1"].send_signal(signal.SIGKILL)
+        await wait_for(lambda: hall.stats().relay == backup and hall.stats().frames_received > frames_before + 30,
+                       10, what="frames through the standby")
+        st = hall.stats()
+        gaps_after = [g for end, g in st.gaps if end >= killed_at]
+        print(f"three tiers: gap after the provincial relay's kill {max(gaps_after, default=0):.0f} ms, "
+              f"frames missing {st.frames_missing - missing_before}")
+        assert max(gaps_after, default=0) <= 400 and st.frames_missing == missing_before
+        await wait_for(lambda: hall.stats().backup not in ("", "hn-1") and hall.stats().backup_state == "standby",
+                       10, what="a new standby")
+    finally:
+        await hall.stop()
+        await tree.stop()
+
+
 async def test_a_hitless_hall_loses_no_frame_at_all_when_its_relay_is_killed(
         start_orchestrator, start_relay, signer, secrets_dir):
     """Both paths carry the programme and the hall merges them by payload: a relay's death is invisible."""

@@ -64,3 +64,22 @@ def test_bad_profiles_fail_with_a_clear_message(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_profile(path)
+
+
+def test_national_profile_has_three_tiers_and_its_provincial_relays_name_real_provinces():
+    profile = load_profile("national")
+    provinces = load_topology().provinces()
+    by_role: dict[str, list] = {}
+    for r in profile.relays:
+        by_role.setdefault(r.role, []).append(r)
+    assert set(by_role) == {"origin", "regional", "provincial"}
+    assert all(r.province in provinces for r in by_role["provincial"])
+    assert all(not r.province for r in by_role["origin"] + by_role["regional"])
+
+
+def test_a_provincial_relay_without_its_province_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text("[deployment]\nname='x'\n[[relay]]\nid='o'\nrole='origin'\nregion='north'\n"
+                    "[[relay]]\nid='p'\nrole='provincial'\nregion='north'\n")
+    with pytest.raises(ConfigError, match="provincial relay names its province"):
+        load_profile(path)

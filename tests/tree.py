@@ -15,7 +15,7 @@ from tests.media import start_studio
 
 
 def spawn_relay(orch, secrets, relay_id: str, region: str, port: int, role: str = "regional",
-                ladder: tuple[str, ...] = ()) -> subprocess.Popen:
+                ladder: tuple[str, ...] = (), province: str = "") -> subprocess.Popen:
     d, _ = secrets
     env = dict(os.environ,
                DIEMCAU_RELAY_LADDER=",".join(ladder),
@@ -23,7 +23,8 @@ def spawn_relay(orch, secrets, relay_id: str, region: str, port: int, role: str 
                DIEMCAU_RELAY_ORCHESTRATOR_URL=orch.control_url,
                DIEMCAU_RELAY_CREDENTIAL=orch.credential(relay_id),
                DIEMCAU_RELAY_MEDIA_PUBLIC_KEY=str(d / "media.pub"),
-               DIEMCAU_RELAY_HEARTBEAT_MS="300")
+               DIEMCAU_RELAY_HEARTBEAT_MS="300",
+               DIEMCAU_RELAY_PROVINCE=province)
     return subprocess.Popen([sys.executable, "-m", "diemcau", "relay", "--id", relay_id, "--role", role,
                              "--region", region, "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -34,7 +35,7 @@ class Tree:
     orch: object
     origin: object
     agent: RelayAgent
-    procs: dict = field(default_factory=dict)  # regional relay id -> its process
+    procs: dict = field(default_factory=dict)  # regional (and provincial) relay id -> its process
     studios: list = field(default_factory=list)  # (Studio, task)
 
     @property
@@ -52,8 +53,10 @@ class Tree:
 
 
 async def start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals: tuple[str, ...] = (),
-                     streams: tuple[str, ...] = ("programme",), ladder: tuple[str, ...] = (), **studio_kw) -> Tree:
-    """Returns once every regional relay has registered (halls started after are placed on them)."""
+                     streams: tuple[str, ...] = ("programme",), ladder: tuple[str, ...] = (),
+                     provincials: tuple[tuple[str, str], ...] = (), **studio_kw) -> Tree:
+    """Returns once every regional (and provincial: (id, province)) relay has registered (halls
+    started after are placed on them)."""
     orch = await start_orchestrator()
     origin = await start_relay("origin-1", "origin", region="north", orchestrator_url=orch.control_url,
                                credential=orch.credential("origin-1"), heartbeat_ms=300, ladder=list(ladder))
@@ -61,6 +64,9 @@ async def start_tree(start_orchestrator, start_relay, signer, secrets_dir, regio
     agent.start()
     tree = Tree(orch, origin, agent)
     tree.procs = {rid: spawn_relay(orch, secrets_dir, rid, "north", free_port(), ladder=ladder) for rid in regionals}
+    tree.procs.update({rid: spawn_relay(orch, secrets_dir, rid, "north", free_port(), role="provincial", province=prov)
+                       for rid, prov in provincials})
+    regionals = tuple(regionals) + tuple(rid for rid, _ in provincials)
     for stream in streams:
         tree.studios.append(await start_studio(origin.url, signer, stream=stream, **studio_kw))
 
