@@ -365,7 +365,7 @@ def _raise_fd_limit(need: int) -> None:
 
 
 async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float, progress,
-              work: Path, tiers: int = 2) -> dict:
+              work: Path, tiers: int = 2, kill_role: str = "") -> dict:
     _raise_fd_limit(halls + 2048)  # our client sockets; each orchestrator holds its share of them
     work.mkdir(parents=True, exist_ok=True)
     topo_path, profile_path, programme_path = commune_topology(halls, work / "config", tiers)
@@ -464,9 +464,11 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
         for n in order:
             if n.upstream:
                 load[n.upstream] = load.get(n.upstream, 0) + 1
-        victim = max((r for r in order if r.kind == "relay" and r.role != "origin"), key=lambda r: load.get(r.id, 0))
+        victim = max((r for r in order if r.kind == "relay" and r.role != "origin" and r.role == (kill_role or r.role)),
+                     key=lambda r: load.get(r.id, 0))
         affected = {n.id for n in order if victim.id in (n.upstream, n.backup) and n.id != victim.id}
         report["killed"] = victim.id
+        report["killed_role"] = victim.role
         report["killed_primary_for"] = load.get(victim.id, 0)
         report["affected"] = len(affected)
         killed_at, killed_wall = time.monotonic(), time.time()
@@ -531,6 +533,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ramp", type=float, default=1000, help="channels opened per second (default 1000)")
     ap.add_argument("--tiers", type=int, choices=(2, 3), default=2,
                     help="relay tiers: 2 = origin, regional; 3 = origin, regional, provincial (default 2)")
+    ap.add_argument("--kill-role", choices=("regional", "provincial"), default="",
+                    help="kill the busiest relay of this tier (default: the busiest below the origins)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--report", help="also write the JSON report here")
     ap.add_argument("--workdir", help="keep the generated configs, Redis and every process's log here "
@@ -547,7 +551,8 @@ def main(argv: list[str]) -> int:
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="diemcau-bench-control-"))
     try:
-        report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress, workdir, args.tiers))
+        report = asyncio.run(run(args.halls, args.seconds, args.orchestrators, args.ramp, progress, workdir, args.tiers,
+                                 args.kill_role))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
