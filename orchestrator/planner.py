@@ -26,6 +26,7 @@ Deliver = Callable[[str, Msg], Awaitable[bool]]
 MEDIA_LOST_MOVE_AFTER = 3  # a hall reporting loss this many times in a window is moved
 MEDIA_LOST_WINDOW_S = 10.0
 ASSIGN_RELOAD_S = 5.0  # the leader re-reads every assignment from Redis this often (its copy is current)
+HOME_MOVES_PER_PASS = 20  # halls moved to their province's relay (once it is up) per full pass, at most
 RECONCILE_EVERY_S = 2.0  # the sweep compares every hall's report with its record this often
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 
@@ -680,6 +681,8 @@ class Planner:
         wanted = [n for n in conn if n in self.halls and (a := assign.get(n)) and a.get("backup")
                   and (reconcile or role.get(a["upstream"]) == "origin")]
         stats = await self.store.paths_of(wanted)
+        provincial = {v.province for v in views if v.role == "provincial" and v.placeable and v.load < v.capacity}
+        home_moves = 0
         for node in sorted(conn):
             if not (node in self.halls or role.get(node) in ("regional", "provincial")):
                 continue
@@ -703,3 +706,20 @@ class Planner:
                 # placed on an origin while no regional relay was up: move over, make-before-break
                 await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"],
                                 backup_id=a["upstream"], move=True)
+            elif (reconcile and home_moves < HOME_MOVES_PER_PASS and node in self.halls
+                  and role.get(a["upstream"]) != "provincial" and self.halls[node].province in provincial
+                  and now_ms() - int(a.get("at", 0)) > RECONCILE_AFTER_MS):
+                # placed elsewhere while its province's relay was not up (yet): home, a few halls per
+                # pass, in two steps so that no frame is lost: the province's relay becomes its standby,
+                # and once the hall reports that path warm, the plan moves it over (make-before-break);
+                # its new standby stays out of the new primary's path
+                home = self._choose(node, views, set(), assign)
+                if home is not None and home.role == "provincial" and home.province == self.halls[node].province:
+                    home_moves += 1
+                    if a.get("backup") != home.id:
+                        await self.plan(node, views, assign, f"{home.province}'s relay as its standby first",
+                                        primary_id=a["upstream"], backup_id=home.id)
+                    elif st.get("backup") == home.id and st.get("backup_state") == "standby":
+                        keep = a["upstream"] if (assign.get(home.id) or {}).get("upstream") != a["upstream"] else None
+                        await self.plan(node, views, assign, f"to {home.province}'s relay", primary_id=home.id,
+                                        backup_id=keep, move=True)

@@ -5,7 +5,7 @@ import time
 
 from edge_node.daemon import HallDaemon
 from edge_node.settings import EdgeSettings
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.tree import start_tree
 
 
@@ -81,6 +81,34 @@ async def test_three_tiers_a_hall_on_its_provinces_relay_survives_that_relays_de
         assert max(gaps_after, default=0) <= 400 and st.frames_missing == missing_before
         await wait_for(lambda: hall.stats().backup not in ("", "hn-1") and hall.stats().backup_state == "standby",
                        10, what="a new standby")
+    finally:
+        await hall.stop()
+        await tree.stop()
+
+
+async def test_a_hall_placed_before_its_provinces_relay_was_up_moves_home_without_losing_a_frame(
+        start_orchestrator, start_relay, signer, secrets_dir):
+    from tests.tree import spawn_relay
+
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
+    orch = tree.orch
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().relay.startswith("north"),
+                       30, what="HN-01 on a regional relay")
+        missing = hall.stats().frames_missing
+        tree.procs["hn-1"] = spawn_relay(orch, secrets_dir, "hn-1", "north", free_port(), role="provincial",
+                                         province="Hà Nội")
+        up = time.time()
+        await wait_for(lambda: hall.stats().relay == "hn-1", 20, what="HN-01 moved to Hà Nội's relay")
+        print(f"home {time.time() - up:.1f} s after its province's relay started")
+        frames = hall.stats().frames_received
+        await wait_for(lambda: hall.stats().frames_received > frames + 30, 5, what="frames from hn-1")
+        assert hall.stats().frames_missing == missing  # make-before-break: nothing lost on the way
+        events = await orch.state.store.events(50, kind="assign")
+        assert any("Hà Nội's relay" in e["detail"] for e in events if e["subject"] == "HN-01")
     finally:
         await hall.stop()
         await tree.stop()
