@@ -5,6 +5,7 @@ import asyncio
 import os
 import time
 
+import aiohttp
 import pytest
 
 from edge_node.daemon import HallDaemon
@@ -137,3 +138,56 @@ async def test_a_relay_cut_from_the_control_plane_keeps_its_healthy_halls(start_
         await task
         for ag in agents.values():
             await ag.stop()
+
+
+async def test_the_leader_cut_from_redis_steps_down_before_anyone_else_leads_and_all_converge(
+        start_orchestrator, redis_url):
+    """Partition: the leader's link to Redis goes silent (packets dropped, no reset). Its renewal
+    hangs; its own count of the lease runs out before Redis's does, so at no moment do two instances
+    both act as leader; the other takes over; when the link heals the cut one comes back as a
+    follower and both serve the API."""
+    from tests.blackhole import Blackhole
+
+    if not redis_url.startswith("unix://"):
+        pytest.skip("the cut is made between the orchestrator and a unix-socket Redis")
+    link = await Blackhole(redis_url[len("unix://"):]).start()
+    prefix = f"dc:cut{os.urandom(3).hex()}:"
+    a = await start_orchestrator(instance="orch-a", key_prefix=prefix, redis_url=link.url)
+    await wait_for(lambda: a.state.leadership.is_leader, 5, what="first leader")
+    b = await start_orchestrator(instance="orch-b", key_prefix=prefix)
+    both_max, samples = 0, []
+
+    async def watch():
+        nonlocal both_max
+        while True:
+            both = int(a.state.leadership.is_leader) + int(b.state.leadership.is_leader)
+            both_max = max(both_max, both)
+            samples.append((time.monotonic(), a.state.leadership.is_leader, b.state.leadership.is_leader))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.sleep(1.0)
+        assert a.state.leadership.is_leader and not b.state.leadership.is_leader
+        cut_at = time.monotonic()
+        link.cut = True
+        await wait_for(lambda: b.state.leadership.is_leader, 5, what="orch-b leads")
+        gave_up = next((t for t, la, _ in samples if t >= cut_at and not la), None)
+        assert gave_up is not None and both_max == 1, "orch-a still believed it led while orch-b did"
+        a_gave_up = gave_up - cut_at
+        b_took = next(t for t, _, lb in samples if t >= cut_at and lb) - cut_at
+        print(f"cut: orch-a stepped down after {a_gave_up * 1000:.0f} ms, orch-b led after {b_took * 1000:.0f} ms")
+        assert a_gave_up < b_took and both_max == 1
+        # healed: orch-a finds Redis again, and follows
+        link.cut = False
+        await asyncio.sleep(3.0)
+        assert b.state.leadership.is_leader and not a.state.leadership.is_leader and both_max == 1
+        async with aiohttp.ClientSession() as http:
+            for o in (a, b):
+                h = {"Authorization": f"Bearer {await o.token(http)}"}
+                async with http.get(o.url + "/api/v1/halls", headers=h) as r:
+                    assert r.status == 200 and len((await r.json())["halls"]) == 70
+        assert link.dropped > 0  # the cut really dropped traffic
+    finally:
+        watcher.cancel()
+        await link.stop()
