@@ -678,8 +678,9 @@ class Planner:
         else:
             held, _ = await self.store.liveness(sorted(set(fresh) | {v.id for v in views}))
             conn = held
-        wanted = [n for n in conn if n in self.halls and (a := assign.get(n)) and a.get("backup")
-                  and (reconcile or role.get(a["upstream"]) == "origin")]
+        wanted = [n for n in conn if (a := assign.get(n)) and a.get("backup")
+                  and ((n in self.halls and (reconcile or role.get(a["upstream"]) == "origin"))
+                       or (role.get(n) == "provincial" and role.get(a["upstream"]) == "origin"))]
         stats = await self.store.paths_of(wanted)
         provincial = {v.province for v in views if v.role == "provincial" and v.placeable and v.load < v.capacity}
         home_moves = 0
@@ -706,6 +707,25 @@ class Planner:
                 # placed on an origin while no regional relay was up: move over, make-before-break
                 await self.plan(node, views, assign, "to a regional relay", primary_id=a["backup"],
                                 backup_id=a["upstream"], move=True)
+            elif (role.get(node) == "provincial" and role.get(a["upstream"]) == "origin"
+                  and (best := self._choose(node, views, set(), assign)) is not None and best.role == "regional"
+                  and now_ms() - int(a.get("at", 0)) > RECONCILE_AFTER_MS):
+                # a provincial relay that came up before its region's relays pulls from an origin:
+                # over to a regional relay, lossless as for halls: as its standby first, then moved
+                if a.get("backup") != best.id:
+                    await self.plan(node, views, assign, "a regional relay as its standby first",
+                                    primary_id=a["upstream"], backup_id=best.id)
+                elif st.get("upstream_backup") == best.id and st.get("upstream_backup_state") == "standby":
+                    await self.plan(node, views, assign, "to a regional relay", primary_id=best.id,
+                                    backup_id=a["upstream"], move=True)
+            elif (reconcile and node in self.halls and a.get("backup")
+                  and a["backup"] == (assign.get(a["upstream"]) or {}).get("upstream")
+                  and (alt := self._choose(node, views, {a["upstream"]}, assign, avoid_upstream=a["backup"]))
+                  is not None and alt.id != a["backup"]):
+                # its standby is its primary's own upstream (that relay moved behind it since): one
+                # failure would take both paths; a standby elsewhere
+                await self.plan(node, views, assign, "standby out of its primary's path", primary_id=a["upstream"],
+                                backup_id=alt.id)
             elif (reconcile and home_moves < HOME_MOVES_PER_PASS and node in self.halls
                   and role.get(a["upstream"]) != "provincial" and self.halls[node].province in provincial
                   and now_ms() - int(a.get("at", 0)) > RECONCILE_AFTER_MS):

@@ -39,10 +39,12 @@ def now_ms() -> int:
 
 
 class _Paths(msgspec.Struct):
-    relay: str = ""
+    relay: str = ""  # a hall's
     state: str = "idle"
     backup: str = ""
     backup_state: str = ""
+    upstream_backup: str = ""  # a relay's
+    upstream_backup_state: str = ""
 
 
 _PATHS = msgspec.json.Decoder(_Paths)
@@ -136,8 +138,9 @@ class Store:
                 {n: int(t) for n, t in zip(nodes, seen) if t is not None})
 
     async def paths_of(self, nodes: list[str]) -> dict[str, dict]:
-        """What these halls last reported about their two paths (relay, state, backup, backup_state):
-        only those fields are decoded (the planner checks them for every hall every few seconds)."""
+        """What these halls (relay, state, backup, backup_state) or relays (upstream_backup,
+        upstream_backup_state) last reported about their two paths: only those fields are decoded
+        (the planner checks them for every hall every few seconds)."""
         if not nodes:
             return {}
         raw = await self.r.hmget(self.k("hb"), nodes)

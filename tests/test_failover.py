@@ -62,13 +62,19 @@ async def test_three_tiers_a_hall_on_its_provinces_relay_survives_that_relays_de
                                    credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
     hall.start()
     try:
-        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby"
-                       and hall.stats().relay == "hn-1", 30, what="HN-01 on Hà Nội's relay with a standby")
+        # (a provincial relay up before its region's relays starts on an origin, then moves over)
+        async def behind_a_regional():
+            return (await orch.state.store.assignments()).get("hn-1", {}).get("upstream", "").startswith("north")
+
+        await wait_for(behind_a_regional, 30, what="hn-1 behind a regional relay")
         assign = await orch.state.store.assignments()
         middle = assign["hn-1"]["upstream"]
         assert middle in ("north-1", "north-2") and assign[middle]["upstream"] == "origin-1"
+        # its standby is not in the primary's failure domain (not hn-1, not the relay hn-1 pulls from)
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby"
+                       and hall.stats().relay == "hn-1" and hall.stats().backup not in ("", "hn-1", middle), 30,
+                       what=f"HN-01 on Hà Nội's relay with a standby not behind it ({middle})")
         backup = hall.stats().backup
-        assert backup not in ("hn-1", middle), (backup, middle)  # not in the primary's failure domain
         frames_before, missing_before = hall.stats().frames_received, hall.stats().frames_missing
         killed_at = time.time()
         procs["hn-1"].send_signal(signal.SIGKILL)
@@ -109,6 +115,36 @@ async def test_a_hall_placed_before_its_provinces_relay_was_up_moves_home_withou
         assert hall.stats().frames_missing == missing  # make-before-break: nothing lost on the way
         events = await orch.state.store.events(50, kind="assign")
         assert any("Hà Nội's relay" in e["detail"] for e in events if e["subject"] == "HN-01")
+    finally:
+        await hall.stop()
+        await tree.stop()
+
+
+async def test_a_provincial_relay_up_before_its_regions_relays_moves_behind_one_and_its_hall_sees_nothing(
+        start_orchestrator, start_relay, signer, secrets_dir):
+    from tests.tree import spawn_relay
+
+    tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, provincials=(("hn-1", "Hà Nội"),))
+    orch = tree.orch
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
+                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
+    hall.start()
+    try:
+        await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().relay == "hn-1", 30,
+                       what="HN-01 on hn-1, which pulls from the origin")
+        assert (await orch.state.store.assignments())["hn-1"]["upstream"] == "origin-1"
+        missing = hall.stats().frames_missing
+        tree.procs["north-1"] = spawn_relay(orch, secrets_dir, "north-1", "north", free_port())
+
+        async def moved():
+            return (await orch.state.store.assignments())["hn-1"]["upstream"] == "north-1"
+
+        await wait_for(moved, 25, what="hn-1 moved behind north-1")
+        frames = hall.stats().frames_received
+        await wait_for(lambda: hall.stats().frames_received > frames + 60, 10, what="HN-01 still receiving")
+        assert hall.stats().relay == "hn-1" and hall.stats().frames_missing == missing
+        relay_stats = (await orch.state.store.stats())["hn-1"]
+        assert relay_stats["upstream"] == "north-1" and relay_stats["upstream_backup"] == "origin-1"
     finally:
         await hall.stop()
         await tree.stop()
