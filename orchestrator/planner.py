@@ -670,7 +670,8 @@ class Planner:
         # their record may lag what they do (they switched to their standby by themselves; they
         # sit on an origin): only those reports are read.
         now = time.monotonic()
-        reconcile = now - self._reconciled >= RECONCILE_EVERY_S
+        # (up to a national deployment's size the full pass is cheap: every sweep, as before)
+        reconcile = len(self.halls) <= 1000 or now - self._reconciled >= RECONCILE_EVERY_S
         fresh = await self.store.take_registered()
         if reconcile:
             self._reconciled = now

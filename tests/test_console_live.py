@@ -129,12 +129,19 @@ async def test_console_sees_and_steers_a_live_deployment_of_70_halls(deployment,
     # server then refuses the stale move with 409, and the operator looks again and retries)
     token = await asyncio.to_thread(dep.login)
     for attempt in range(3):
-        hall = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token))
+        # (on a loaded box a hall may be on its standby for a moment before the plan catches up:
+        # the operator acts on a hall whose board row and plan agree)
+        deadline = time.time() + 30
+        while True:
+            hall = (await asyncio.to_thread(dep.get, f"/api/v1/halls/{MOVED}", token))
+            if hall.get("relay") == hall["assigned_relay"] or time.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
         current = hall["assigned_relay"]
         relays = (await asyncio.to_thread(dep.get, "/api/v1/relays", token))["relays"]
         target = next(r["id"] for r in relays if r["role"] == "regional" and r["alive"]
                       and r["id"] not in (current, hall.get("backup")))
-        await page.wait_for_selector(f"tr[data-hall='{MOVED}'] td.relay:has-text('{current}')", timeout=5000)
+        await page.wait_for_selector(f"tr[data-hall='{MOVED}'] td.relay:has-text('{current}')", timeout=10_000)
         await page.click(f"tr[data-hall='{MOVED}']")
         await page.select_option("#move-target", target)
         await page.click("#move-go")
