@@ -9,13 +9,19 @@ from tests.conftest import free_port, wait_for
 from tests.tree import start_tree
 
 
+
+def _hall_hn01(orch, **kw) -> HallDaemon:
+    """Hà Nội's first hall, started, on loopback."""
+    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, credential=orch.credential("HN-01"),
+                                   ice_addresses=["127.0.0.1"], **kw))
+    hall.start()
+    return hall
+
 async def test_hall_switches_to_its_warm_standby_without_losing_a_frame_when_its_relay_is_killed(
         start_orchestrator, start_relay, signer, secrets_dir):
     tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
     orch, procs = tree.orch, tree.procs
-    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
-                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
-    hall.start()
+    hall = _hall_hn01(orch)
     try:
         await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().backup_state == "standby"
                        and hall.stats().relay.startswith("north") and hall.stats().backup.startswith("north"),
@@ -58,9 +64,7 @@ async def test_three_tiers_a_hall_on_its_provinces_relay_survives_that_relays_de
     tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"),
                             provincials=(("hn-1", "Hà Nội"),))
     orch, procs = tree.orch, tree.procs
-    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
-                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
-    hall.start()
+    hall = _hall_hn01(orch)
     try:
         # (a provincial relay up before its region's relays starts on an origin, then moves over)
         async def behind_a_regional():
@@ -98,9 +102,7 @@ async def test_a_hall_placed_before_its_provinces_relay_was_up_moves_home_withou
 
     tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
     orch = tree.orch
-    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
-                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
-    hall.start()
+    hall = _hall_hn01(orch)
     try:
         await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().relay.startswith("north"),
                        30, what="HN-01 on a regional relay")
@@ -126,9 +128,7 @@ async def test_a_provincial_relay_up_before_its_regions_relays_moves_behind_one_
 
     tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, provincials=(("hn-1", "Hà Nội"),))
     orch = tree.orch
-    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url,
-                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
-    hall.start()
+    hall = _hall_hn01(orch)
     try:
         await wait_for(lambda: hall.stats().frames_received > 60 and hall.stats().relay == "hn-1", 30,
                        what="HN-01 on hn-1, which pulls from the origin")
@@ -155,9 +155,7 @@ async def test_a_hitless_hall_loses_no_frame_at_all_when_its_relay_is_killed(
     """Both paths carry the programme and the hall merges them by payload: a relay's death is invisible."""
     tree = await start_tree(start_orchestrator, start_relay, signer, secrets_dir, regionals=("north-1", "north-2"))
     orch, procs = tree.orch, tree.procs
-    hall = HallDaemon(EdgeSettings(hall="HN-01", orchestrator_url=orch.control_url, hitless=True,
-                                   credential=orch.credential("HN-01"), ice_addresses=["127.0.0.1"]))
-    hall.start()
+    hall = _hall_hn01(orch, hitless=True)
     try:
         # both regional paths deliver: the second one's packets are duplicates the merge drops
         try:
