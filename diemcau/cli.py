@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> None:
 
     dr = sub.add_parser("drill", help="inject a fault into a fresh deployment and measure every hall")
     dr.add_argument("kind", choices=["kill-relay", "kill-origin", "kill-source", "kill-redis",
-                                         "kill-orchestrator-leader", "drain-relay", "qoe"])
+                                         "kill-orchestrator-leader", "drain-relay", "qoe",
+                                         "partition-leader", "partition-hall", "partition-relay"],
+                    help="partition-*: a link between two hosts cut (packets dropped both ways), held, healed "
+                         "(the hosts profile: needs root)")
     dr.add_argument("--report")
     dr.add_argument("--edges", type=int, default=70)
     dr.add_argument("--profile", default="local")
@@ -319,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     dr.add_argument("--width", type=int, help="default 640 (qoe: 320)")
     dr.add_argument("--height", type=int, help="default 360 (qoe: 180)")
     dr.add_argument("--ready-timeout", type=float, default=120.0)
+    dr.add_argument("--cut-seconds", type=float, default=10.0, help="partition-*: how long the link stays cut")
     dr.add_argument("--hitless", action="store_true",
                     help="every hall in hitless mode: both paths carry the programme, merged frame by frame")
     dr.set_defaults(fn=_drill)

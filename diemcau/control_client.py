@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import zlib
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -73,11 +74,18 @@ class ControlClient:
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN_S
+        if len(self.urls) > 1:
+            # the nodes spread over the instances (each starts at its own, by its id), so that
+            # every instance carries a share of the channels; on trouble each moves to the next
+            self._index = zlib.crc32(self.hello().node.encode()) % len(self.urls)
         async with http_session() as http:
             while not self._stop.is_set():
                 try:
-                    await self._session(http)
+                    code = await self._session(http)
                     backoff = BACKOFF_MIN_S
+                    if code == m.CLOSE_STORE_LOST and len(self.urls) > 1:
+                        log.warning("%s is cut off from its store: moving the channel to the next instance", self.url)
+                        self._index = (self._index + 1) % len(self.urls)
                 except _Fatal as exc:
                     log.error("control channel refused: %s", exc)
                     backoff = BACKOFF_MAX_S
@@ -98,7 +106,8 @@ class ControlClient:
                 except asyncio.TimeoutError:
                     pass
 
-    async def _session(self, http: aiohttp.ClientSession) -> None:
+    async def _session(self, http: aiohttp.ClientSession) -> int | None:
+        """One channel, until it closes; returns the server's close code."""
         async with http.ws_connect(
             self.url,
             headers={"Authorization": f"Bearer {self.credential}"},
@@ -137,6 +146,7 @@ class ControlClient:
                         log.exception("handling %s failed", type(msg).__name__)
             finally:
                 beat.cancel()
+            return ws.close_code
 
     async def _beat(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         seq = 0

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .hosts import Host, HostNet, NetnsError
 from .tls import make_ca_and_cert, scheme
 from .tls import urlopen as tls_urlopen
 from .tokens import MediaTokenSigner, SecretsBundle, node_credential
@@ -49,6 +51,12 @@ def _preexec() -> None:
 
     os.setpgrp()  # our own group: a Ctrl-C in the terminal reaches only the launcher
     die_with_parent()
+
+
+def _host_name(key: str) -> str:
+    """A host name from a region or province name: ASCII letters and digits, short."""
+    flat = unicodedata.normalize("NFKD", key.replace("Đ", "D").replace("đ", "d"))
+    return "".join(c for c in flat.lower() if c.isascii() and c.isalnum())[:12] or "x"
 
 
 def redis_binary() -> str:
@@ -93,30 +101,62 @@ class Deployment:
     qoe_every: int = 0  # every Nth hall decodes what it receives for QoE alarms (0: none, 1: all)
     profile_arg: str = ""  # the orchestrators' --profile (a path for a generated profile); default: its name
     orch_env: dict = field(default_factory=dict)  # more DIEMCAU_ORCH_* for the orchestrators
+    # the hosts profile: every part on a host of its own (a network namespace on a shared bridge)
+    hostnet: HostNet | None = None
+    orch_hosts: list = field(default_factory=list)  # each instance's address (all self.host on one box)
+    part_host: dict = field(default_factory=dict)  # process name -> the Host it runs on
+    redis_password: str = ""
+    hall_groups: dict = field(default_factory=dict)  # hall process name -> the halls it runs
 
     def _orch_names(self) -> list[str]:
         return ["orchestrator"] + [f"orchestrator-{i}" for i in range(2, len(self.orch_ports) + 1)]
 
+    def orch_url(self, i: int) -> str:
+        host = self.orch_hosts[i] if i < len(self.orch_hosts) else self.host
+        return f"{scheme(self.tls)}://{host}:{self.orch_ports[i]}"
+
+    def start_hosts(self) -> None:
+        """The hosts profile: a bridge and the operator's seat on it; hosts are added as parts start."""
+        network = self.profile.deployment.network
+        if not network:
+            return
+        try:
+            self.hostnet = HostNet(network).create()
+        except NetnsError as exc:
+            raise SystemExit(f"profile {self.profile.deployment.name}: {exc}") from None
+        self.host = self.hostnet.address
+
+    def host_for(self, name: str) -> Host | None:
+        """The host a part runs on (made on first use), or None on one box."""
+        if self.hostnet is None:
+            return None
+        return self.hostnet.add(name)
+
+    def _ice(self, host: Host | None) -> str:
+        return host.address if host is not None else ",".join(self.profile.deployment.ice_addresses)
+
     @property
     def base_url(self) -> str:
         """The first orchestrator instance still running (any instance serves the whole API)."""
-        port = self.orch_port
-        for name, p in zip(self._orch_names(), self.orch_ports):
+        for i, name in enumerate(self._orch_names()):
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is None:
-                port = p
-                break
-        return f"{scheme(self.tls)}://{self.host}:{port}"
+                return self.orch_url(i)
+        return f"{scheme(self.tls)}://{self.host}:{self.orch_port}"
 
     @property
     def control_url(self) -> str:
         """Every instance's control URL: nodes move their channel when one dies."""
-        ports = self.orch_ports or [self.orch_port]
-        return ",".join(f"{scheme(self.tls, ws=True)}://{self.host}:{p}/api/v1/control" for p in ports)
+        if not self.orch_ports:
+            return f"{scheme(self.tls, ws=True)}://{self.host}:{self.orch_port}/api/v1/control"
+        return ",".join(self.orch_url(i).replace("http", "ws", 1) + "/api/v1/control" for i in range(len(self.orch_ports)))
 
     def setup_tls(self) -> None:
         """A private CA and a certificate for this host; every process (and this one) trusts the CA."""
-        self.tls_files = make_ca_and_cert(self.workdir / "tls", [self.host, "localhost"])
+        names = [self.host, "localhost"]
+        if self.hostnet is not None:  # one certificate for every host of the run
+            names += [str(a) for a in list(self.hostnet.net.hosts())[:64]]
+        self.tls_files = make_ca_and_cert(self.workdir / "tls", names)
         os.environ["DIEMCAU_CA_FILE"] = str(self.tls_files["ca"])
 
     def _tls_env(self, prefix: str) -> dict[str, str]:
@@ -133,9 +173,12 @@ class Deployment:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], host: Host | None = None) -> subprocess.Popen:
         assert self.log_dir is not None
         log = open(self.log_dir / f"{name}.log", "ab")
+        if host is not None:
+            argv = host.argv(argv)
+            self.part_host[name] = host
         proc = subprocess.Popen(
             argv, env=self._env(env), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_preexec
         )
@@ -147,6 +190,20 @@ class Deployment:
         if os.environ.get("REDIS_URL"):
             self.redis_url = os.environ["REDIS_URL"]
             self.key_prefix = f"dc:{secrets.token_hex(4)}:"  # do not collide with other users
+            return
+        host = self.host_for("redis")
+        if host is not None:
+            # its own host, reached over the bridge; a password made for this run
+            self.redis_password = self.redis_password or secrets.token_urlsafe(18)
+            conf = self.workdir / "redis.conf"  # the password in a file of ours, not on a command line
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"requirepass {self.redis_password}\n")
+            self.spawn("redis", [redis_binary(), str(conf), "--port", "6379", "--bind", host.address,
+                                 "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                                 "--dir", str(self.workdir)], {}, host)
+            self.redis_url = f"redis://:{self.redis_password}@{host.address}:6379/0"
+            self.wait_tcp(f"redis://{host.address}:6379", 10, "Redis")
             return
         sock = self.workdir / "redis.sock"
         sock.unlink(missing_ok=True)
@@ -169,10 +226,18 @@ class Deployment:
         assert bundle.media_private_pem
         self.signer = MediaTokenSigner.from_pem(bundle.media_private_pem)
         self.operator_password = os.environ.get("DIEMCAU_OPERATOR_PASSWORD") or secrets.token_urlsafe(12)
-        self.orch_port = port if port and port_free(port, self.host) else free_port(self.host)
-        self.orch_ports = [self.orch_port] + [free_port(self.host) for _ in range(self.orchestrators - 1)]
+        if self.hostnet is not None:  # a host each: the same port on every one
+            self.orch_hosts = [self.host_for(f"orch-{i}").address for i in range(1, self.orchestrators + 1)]
+            self.orch_port = port or 8700
+            self.orch_ports = [self.orch_port] * self.orchestrators
+        else:
+            self.orch_port = port if port and port_free(port, self.host) else free_port(self.host)
+            self.orch_ports = [self.orch_port] + [free_port(self.host) for _ in range(self.orchestrators - 1)]
+            self.orch_hosts = [self.host] * self.orchestrators
         for i, (name, p) in enumerate(zip(self._orch_names(), self.orch_ports), start=1):
-            self.spawn(name, [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.host, "--port", str(p),
+            host = self.host_for(f"orch-{i}")
+            self.spawn(name, [sys.executable, "-m", "diemcau", "orchestrator", "--host", self.orch_hosts[i - 1],
+                              "--port", str(p),
                               "--instance", f"orch-{i}", "--profile", self.profile_arg or self.profile.deployment.name], {
                 **self.orch_env,
                 "REDIS_URL": self.redis_url,
@@ -182,21 +247,23 @@ class Deployment:
                 "DIEMCAU_ORCH_OPERATOR_PASSWORD": self.operator_password,
                 "DIEMCAU_ORCH_STREAM": self.profile.deployment.stream,
                 **self._tls_env("DIEMCAU_ORCH_"),
-            })
-        for p in self.orch_ports:
-            self.wait_http(f"{scheme(self.tls)}://{self.host}:{p}/console/", 20, "orchestrator")
+            }, host)
+        for i in range(len(self.orch_ports)):
+            self.wait_http(self.orch_url(i) + "/console/", 20, "orchestrator")
 
     def start_relays(self) -> None:
         assert self.secrets_dir is not None
-        ice = ",".join(self.profile.deployment.ice_addresses)
         for spec in self.profile.relays:
-            port = spec.port or free_port(self.host)
-            host = spec.host or self.host
+            on = self.host_for(f"relay-{spec.id}")
+            if on is not None:
+                port, host = spec.port or 8800, on.address
+            else:
+                port, host = spec.port or free_port(self.host), spec.host or self.host
             self.relay_urls[spec.id] = f"{scheme(self.tls)}://{host}:{port}"
             self.spawn(f"relay-{spec.id}", [sys.executable, "-m", "diemcau", "relay", "--id", spec.id,
                                             "--role", spec.role, "--region", spec.region, "--host", host,
                                             "--port", str(port)], {
-                "DIEMCAU_RELAY_ICE_ADDRESSES": ice,
+                "DIEMCAU_RELAY_ICE_ADDRESSES": self._ice(on),
                 "DIEMCAU_RELAY_CAPACITY": str(spec.capacity),
                 "DIEMCAU_RELAY_PROVINCE": spec.province,
                 "DIEMCAU_RELAY_LADDER": ",".join(self.profile.deployment.ladder),
@@ -204,7 +271,7 @@ class Deployment:
                 **self._tls_env("DIEMCAU_RELAY_"),
                 "DIEMCAU_RELAY_CREDENTIAL": node_credential(self.node_key, spec.id),
                 "DIEMCAU_RELAY_MEDIA_PUBLIC_KEY": str(self.secrets_dir / "media.pub"),
-            })
+            }, on)
         for spec in self.profile.relays:
             self.wait_tcp(self.relay_urls[spec.id], 20, f"relay {spec.id}")
 
@@ -224,12 +291,14 @@ class Deployment:
                 fh.write(self.signer.mint(f"studio-{role}", stream, "pub", ttl_s, aud=o) + "\n")
         stats = self.workdir / f"studio-{role}.json"
         name = "studio" if role == "primary" else f"studio-{role}"
+        host = self.host_for(name)
         self.spawn(name, [sys.executable, "-m", "diemcau", "studio", "--role", role, "--whip",
                           ",".join(f"{self.relay_urls[o]}/whip/{stream}" for o in origins),
                           "--token-file", str(token_file),
                           "--fps", str(fps), "--width", str(width), "--height", str(height),
-                          "--ice-addresses", ",".join(self.profile.deployment.ice_addresses),
-                          "--stats-file", str(stats), "--impair-file", str(self.workdir / f"studio-{role}.impair")], {})
+                          "--ice-addresses", self._ice(host),
+                          "--stats-file", str(stats), "--impair-file", str(self.workdir / f"studio-{role}.impair")],
+                   {}, host)
         return stats
 
     def start_halls(self, hall_ids: list[str], per_process: int = 0) -> None:
@@ -248,13 +317,42 @@ class Deployment:
         # (every hall on the day, each on its own PC). The halls that decode start as their own groups.
         every = self.qoe_every
         decoding = [h for i, h in enumerate(hall_ids) if every and i % every == 0]
-        for ids, qoe in (([h for h in hall_ids if h not in decoding], False), (decoding, True)):
-            group = per_process or len(ids) or 1
-            for i in range(0, len(ids), group):
-                chunk = ids[i : i + group]
-                self.spawn(f"halls-{chunk[0]}" if len(chunk) > 1 else f"hall-{chunk[0]}",
-                           [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)],
-                           {**env, "DIEMCAU_EDGE_QOE": "1" if qoe else "0"})
+        for where, ids_here in self._hall_hosts(hall_ids):
+            on = {}
+            if where is not None:
+                on = {"DIEMCAU_EDGE_ICE_ADDRESSES": where.address, "DIEMCAU_EDGE_VIEWERS_HOST": where.address}
+            for ids, qoe in (([h for h in ids_here if h not in decoding], False),
+                             ([h for h in ids_here if h in decoding], True)):
+                group = per_process or len(ids) or 1
+                for i in range(0, len(ids), group):
+                    chunk = ids[i : i + group]
+                    name = f"halls-{chunk[0]}" if len(chunk) > 1 else f"hall-{chunk[0]}"
+                    self.hall_groups[name] = list(chunk)
+                    self.spawn(name,
+                               [sys.executable, "-m", "diemcau", "edge", "--hall", ",".join(chunk)],
+                               {**env, **on, "DIEMCAU_EDGE_QOE": "1" if qoe else "0"}, where)
+
+    def _hall_hosts(self, hall_ids: list[str]) -> list[tuple[Host | None, list[str]]]:
+        """Which halls share a host: all of them on one box; in the hosts profile, the halls of a
+        region (or of a province: `hall_hosts = "province"`) sit behind one host, as behind one
+        provincial network."""
+        if self.hostnet is None:
+            return [(None, hall_ids)]
+        by = self.profile.deployment.hall_hosts
+        known = {h.id: h for h in load_topology().halls}
+        groups: dict[str, list[str]] = {}
+        for hid in hall_ids:
+            hall = known.get(hid)
+            key = (hall.region if by == "region" else hall.province) if hall else "other"
+            groups.setdefault(key, []).append(hid)
+        return [(self.host_for(f"halls-{_host_name(key)}"), ids) for key, ids in groups.items()]
+
+    def hall_host(self, hall: str) -> Host | None:
+        """The host a hall daemon runs on (hosts profile)."""
+        for name, host in self.part_host.items():
+            if name.startswith(("halls-", "hall-")) and hall in self.hall_groups.get(name, ()):
+                return host
+        return None
 
     # -- waiting and asking ------------------------------------------------------------------
 
@@ -307,8 +405,8 @@ class Deployment:
         with tls_urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
-    def _metrics(self, port: int, token: str) -> str:
-        req = urllib.request.Request(f"{scheme(self.tls)}://{self.host}:{port}/metrics",
+    def _metrics(self, i: int, token: str) -> str:
+        req = urllib.request.Request(self.orch_url(i) + "/metrics",
                                      headers={"Authorization": f"Bearer {token}"})
         with tls_urlopen(req, timeout=5) as resp:
             return resp.read().decode()
@@ -334,8 +432,8 @@ class Deployment:
             self.post("/api/v1/source", token, {"role": "backup"})
         elif kind == "kill-orchestrator-leader":
             target = ""
-            for name, port in zip(self._orch_names(), self.orch_ports):
-                if self.procs[name].poll() is None and "diemcau_leader 1" in self._metrics(port, token):
+            for i, name in enumerate(self._orch_names()):
+                if self.procs[name].poll() is None and "diemcau_leader 1" in self._metrics(i, token):
                     target = name
             if not target:
                 raise SystemExit("no orchestrator instance says it leads")
@@ -382,6 +480,8 @@ class Deployment:
                     os.killpg(p.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+        if self.hostnet is not None:
+            self.hostnet.destroy()
 
 
 def run_demo(args) -> int:
@@ -394,11 +494,12 @@ def run_demo(args) -> int:
     dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host, tls=getattr(args, "tls", False))
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
-    if dep.tls:
-        dep.setup_tls()
     t0 = time.time()
     code = 0
     try:
+        dep.start_hosts()
+        if dep.tls:
+            dep.setup_tls()
         dep.start_redis()
         dep.start_control_plane(args.port)
         dep.start_relays()

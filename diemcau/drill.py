@@ -38,17 +38,20 @@ def run_drill(args) -> int:
     args.fps = args.fps or (15 if light else 30)
     args.width = args.width or (320 if light else 640)
     args.height = args.height or (180 if light else 360)
+    if kind.startswith("partition-") and args.profile == "local":
+        args.profile = "hosts"  # links between hosts: only the hosts profile has them
     profile = load_profile(args.profile)
     topology = load_topology()
     halls = [h.id for h in topology.halls[: args.edges]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-drill-{kind}-"))
     dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host,
-                     orchestrators=2 if kind == "kill-orchestrator-leader" else 1, hitless=args.hitless,
+                     orchestrators=2 if kind == "kill-orchestrator-leader" or kind.startswith("partition-") else 1, hitless=args.hitless,
                      qoe_every=1 if kind == "qoe" else 0)
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
     code = 0
     try:
+        dep.start_hosts()
         dep.start_redis()
         dep.start_control_plane(0)
         dep.start_relays()
@@ -70,8 +73,19 @@ def run_drill(args) -> int:
             if len(ready) == len(halls):
                 break
             if time.time() > deadline:
-                raise SystemExit(f"only {len(ready)}/{len(halls)} halls ready after {args.ready_timeout:.0f} s")
+                late = [f"{h['id']} {h['state']} on {h.get('relay') or '-'}, standby {h.get('backup') or '-'} "
+                        f"{h.get('backup_state') or '-'}" for h in rows if h not in ready][:6]
+                raise SystemExit(f"only {len(ready)}/{len(halls)} halls ready after {args.ready_timeout:.0f} s: "
+                                 + "; ".join(late))
             time.sleep(0.5)
+        if kind.startswith("partition-"):
+            from .partition import run_partition
+
+            report = run_partition(dep, token, kind, halls, args.cut_seconds)
+            if args.report:
+                Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+            print(json.dumps({k: v for k, v in report.items() if k not in ("per_hall", "terms")}, indent=2), flush=True)
+            return code
         if kind == "qoe":
             report = qoe_drill(dep, token, halls)
             if args.report:

@@ -10,6 +10,10 @@ from typing import Union
 
 import msgspec
 
+# WebSocket close code: the orchestrator instance closing the channel cannot reach Redis (it is cut
+# off from the rest of the control plane); the node connects to the next instance in its list
+CLOSE_STORE_LOST = 4503
+
 
 class Msg(msgspec.Struct, tag_field="t", forbid_unknown_fields=False, omit_defaults=True):
     """Base of every control message."""

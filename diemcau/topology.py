@@ -48,6 +48,10 @@ class Deployment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # lower layers of the bitrate ladder, highest first ("NAME:WIDTHxHEIGHT:KBPS"); the top is the
     # studio's own encoding. Transcoded at the origins only while some hall needs a layer.
     ladder: list[str] = []
+    # the hosts profile: each part on a host of its own, a network namespace with an address in
+    # this IPv4 subnet on a shared bridge (needs root); empty: every process on `host`
+    network: str = ""
+    hall_hosts: str = "region"  # hosts profile: the halls of a region share a host, or of a province
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -149,6 +153,17 @@ def load_profile(name_or_path: str | Path = "local") -> Profile:
     if not any(r.role == "origin" for r in relays):
         raise ConfigError(f"{path}: the profile needs at least one relay with role = 'origin'")
     assert isinstance(deployment, Deployment)
+    if deployment.hall_hosts not in ("region", "province"):
+        raise ConfigError(f"{path}: [deployment] hall_hosts must be 'region' or 'province'")
+    if deployment.network:
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(deployment.network)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [deployment] network: {exc}") from None
+        if net.version != 4 or net.num_addresses < 64:
+            raise ConfigError(f"{path}: [deployment] network: an IPv4 subnet of at least 64 addresses")
     from relay.ladder import parse_ladder
 
     try:

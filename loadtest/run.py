@@ -63,6 +63,7 @@ def run_loadtest(args) -> int:
     code = 0
     workers: list[subprocess.Popen] = []
     try:
+        dep.start_hosts()
         dep.start_redis()
         dep.start_control_plane(0)
         dep.start_relays()

@@ -256,6 +256,13 @@ class Api:
         board = await snapshot(self.st.store, self.st.topology.halls, self.st.settings)
         return web.json_response({"relays": board["relays"]})
 
+    async def leadership(self, request: web.Request) -> web.Response:
+        """This instance's view: does it lead now, and when it led (wall-clock seconds)."""
+        await authenticate(request, self.accounts, "viewer")
+        lead = self.st.leadership
+        return web.json_response({"instance": lead.instance, "leader": lead.is_leader, "fence": lead.fence,
+                                  "now": time.time(), "terms": lead.terms})
+
     async def media_token(self, request: web.Request) -> web.Response:
         p = await authenticate(request, self.accounts, "operator")
         body = await read_json(request, MediaTokenBody, 4096)
@@ -857,6 +864,7 @@ ROUTES = [
     ("GET", "/api/v1/halls", "halls", "viewer"),
     ("GET", "/api/v1/halls/{hall}", "hall", "viewer"),
     ("GET", "/api/v1/relays", "relays", "viewer"),
+    ("GET", "/api/v1/leadership", "leadership", "viewer"),
     ("POST", "/api/v1/tokens/media", "media_token", "operator"),
     ("POST", "/api/v1/tokens/join", "join_token", "operator"),
     ("POST", "/api/v1/join", "join", "participant"),

@@ -128,6 +128,7 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         hub.on_disconnect = lambda node: api.refresh_board_soon((settings.hall_heartbeat_ms + 60) / 1000)
         state.tasks = [
             asyncio.create_task(_every(settings.flush_interval_ms, store.flush, "flush"), name="flush"),
+            asyncio.create_task(_every(250, hub.watch_store, "store-watch"), name="store-watch"),
             asyncio.create_task(_leader_loop(state), name="leader"),
             asyncio.create_task(planner.loop_watch.run(), name="loop-watch"),
             asyncio.create_task(_every(settings.board_interval_ms, api.refresh_board_if_wanted, "board"), name="board"),

@@ -29,6 +29,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 5
+CLOSE_STORE_LOST = m.CLOSE_STORE_LOST  # this instance lost Redis: the node goes to another one
 # A dead process closes its socket at once; what is left are half-open channels (the node's host
 # or link went away silently). aiohttp's own WebSocket pings would find those, but they cost a
 # timer reset on every message received (a fifth of the orchestrator's CPU at 20 000 heartbeats/s,
@@ -85,6 +86,9 @@ class ControlHub:
         self._listener: asyncio.Task | None = None
         self._feed_switch_seen: dict[str, float] = {}
         self._layers: dict[str, dict[str, str]] = {}  # relay -> hall -> the layer it last reported
+        self.store_lost = False  # Redis has not answered for a while: channels closed and refused
+        self.store_lost_count = 0
+        self._store_ok = time.monotonic()
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -128,6 +132,39 @@ class ControlHub:
         # all at once: a region's halls cut together must not be closed one 5 s wait after another
         await asyncio.gather(*(close(node, ws) for node, ws in idle))
 
+    async def watch_store(self) -> None:
+        """Ping Redis; when it has not answered for store_lost_after_ms, this instance is cut off
+        (a partition, not a crash: its process and channels live on). The nodes whose channels it
+        holds are then invisible to the rest of the control plane (their heartbeats reach nobody),
+        and the leader would judge them dead and re-plan them: so close their channels, and refuse
+        new ones, until Redis answers again. Each node moves to the next instance in its list."""
+        limit = self.s.store_lost_after_ms / 1000
+        try:
+            await asyncio.wait_for(self.redis.ping(), min(limit / 2, 0.5))
+            if self.store_lost:
+                log.warning("%s reaches Redis again: accepting control channels", self.s.instance)
+            self.store_lost = False
+            self._store_ok = time.monotonic()
+            return
+        except (asyncio.TimeoutError, OSError, ConnectionError, redis_errors.RedisError):
+            pass
+        if self.store_lost or time.monotonic() - self._store_ok < limit:
+            return
+        self.store_lost = True
+        self.store_lost_count += 1
+        channels = [(node, ws) for node, ws in self.channels.items() if not ws.closed]
+        log.warning("%s has not reached Redis for %.1f s: closing its %d control channels (nodes move to "
+                    "another instance) and refusing new ones until it does", self.s.instance,
+                    time.monotonic() - self._store_ok, len(channels))
+
+        async def close(ws: web.WebSocketResponse) -> None:
+            try:
+                await asyncio.wait_for(ws.close(code=CLOSE_STORE_LOST, message=b"orchestrator cut from its store"), 2)
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                pass
+
+        await asyncio.gather(*(close(ws) for _, ws in channels))
+
     async def _cut(self, node: str, why: str) -> None:
         """Close a node's channel once (the API's call and the periodic check may meet here)."""
         ws = self.channels.get(node)
@@ -165,6 +202,8 @@ class ControlHub:
     # -- the channel -------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if self.store_lost:
+            raise Problem(503, "this orchestrator instance cannot reach Redis: use another", {"Retry-After": "1"})
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise unauthorized("node credential required (Authorization: Bearer dcn1....)")
@@ -212,6 +251,7 @@ class ControlHub:
         try:
             await self._serve(ws, node)
         finally:
+            log.info("%s's control channel closed (code %s)", node, ws.close_code)
             if self.channels.get(node) is ws:
                 del self.channels[node]
                 self.heard.pop(node, None)

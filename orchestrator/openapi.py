@@ -54,6 +54,12 @@ def openapi_document(themes: Iterable[str] = ()) -> dict:
             "/api/v1/halls": {"get": _op("All halls with live state", {"200": _json("Halls")})},
             "/api/v1/halls/{hall}": {"get": _op("One hall", {"200": _json("Hall"), "404": _ERR}, params=[hall_param])},
             "/api/v1/relays": {"get": _op("All relays", {"200": _json("Relays")})},
+            "/api/v1/leadership": {"get": _op("This instance: does it lead, and its terms as leader", {"200": _json(
+                "Leadership", {"type": "object", "required": ["instance", "leader", "fence", "now", "terms"], "properties": {
+                    "instance": {"type": "string"}, "leader": {"type": "boolean"}, "fence": {"type": "integer"},
+                    "now": {"type": "number"},
+                    "terms": {"type": "array", "items": {"type": "object", "required": ["from", "until", "fence"], "properties": {
+                        "from": {"type": "number"}, "until": {"type": ["number", "null"]}, "fence": {"type": "integer"}}}}}})})},
             "/api/v1/tokens/media": {"post": _op("Mint a media token (WHIP/WHEP)", {"200": _json("Token"), "400": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="MediaToken")},
             "/api/v1/tokens/join": {"post": _op("Invite a participant to a hall (join token)", {"200": _json("Token"), "400": _ERR, "404": _ERR, "413": _ERR, "415": _ERR, "422": _ERR}, body="JoinToken")},
             "/api/v1/join": {"post": {"summary": "A participant joins: its hall's WHEP endpoint and a media token",

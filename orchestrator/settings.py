@@ -26,6 +26,8 @@ class OrchestratorSettings(msgspec.Struct, kw_only=True):
     hall_dark_after_ms: int = 1500  # no heartbeat this long: hall is dark
     relay_dead_after_ms: int = 1500  # control channel down and no heartbeat this long: relay dead
     sweep_interval_ms: int = 250
+    # Redis has not answered this long: this instance is cut off; its nodes' channels go elsewhere
+    store_lost_after_ms: int = 1000
     flush_interval_ms: int = 100  # heartbeats are written to Redis in one pipeline per tick
     board_interval_ms: int = 500  # SSE board refresh
     media_token_ttl_s: int = 900

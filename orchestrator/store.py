@@ -177,7 +177,10 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         if hb:
             pipe.hset(self.k("hb"), mapping=hb)
-        pipe.zadd(self.k("seen"), seen)
+        # GT: a heartbeat time only moves forward. An instance cut from Redis may deliver its
+        # last batch late, after the node has moved to another instance: it must not turn the
+        # node's newer times back (the leader would judge it silent)
+        pipe.zadd(self.k("seen"), seen, gt=True)
         await pipe.execute()
         return len(seen)
 
