@@ -231,12 +231,17 @@ def run_partition(dep: Deployment, token: str, kind: str, halls: list[str], cut_
             time.sleep(0.5)
             try:
                 during = {h["id"]: h for h in board(dep, token, avoid)["halls"] if h["id"] in halls}
+                extra["board_reads_during_cut"] = extra.get("board_reads_during_cut", 0) + 1
                 if kind == "partition-relay":
                     row = next((r for r in relays(dep, token) if r["id"] == victim), {})
                     extra.setdefault("relay_samples", []).append((row.get("alive"), row.get("cut")))
             except SystemExit:
-                pass
+                extra["board_failures_during_cut"] = extra.get("board_failures_during_cut", 0) + 1
         healed_at = time.time()
+        # what the last board of the cut said of each hall (the report's own evidence)
+        extra["during_cut"] = {h: {k: r.get(k) for k in ("state", "relay", "backup", "media_state",
+                                                         "backup_state", "last_media_ms_ago")}
+                               for h, r in during.items()}
         net.heal_all()
         print(f"drill {kind}: healed at t={healed_at:.3f}", flush=True)
         ok, converge_ms, why = wait_converged(dep, token, halls, watch, healed_at)
@@ -275,7 +280,7 @@ def run_partition(dep: Deployment, token: str, kind: str, halls: list[str], cut_
             report["halls_cut_receiving_during_cut"] = sum(
                 1 for h in cut if during.get(h, {}).get("media_state") == "receiving"
                 and 0 <= during.get(h, {}).get("last_media_ms_ago", 10**6) < 1000)
-            report["halls_cut_moved"] = sum(1 for h in cut if during.get(h, {}).get("relay") != extra["relay"])
+            report["halls_cut_moved"] = sum(1 for h in cut if during.get(h, {}).get("relay") not in (None, extra["relay"]))
         report.update({k: v for k, v in extra.items() if k not in report})
         return report
     finally:

@@ -158,8 +158,12 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
         _, stuck = await asyncio.wait(state.tasks, timeout=5)
         for t in stuck:  # never hold up a shutdown; say which loop did not end
             log.error("task %s did not end within 5 s of cancellation: %s", t.get_name(), t.get_stack(limit=3))
-        await state.store.flush()
-        await state.leadership.release()
+        try:  # the last heartbeats, and the lease for the next instance at once: if Redis answers
+            await asyncio.wait_for(state.store.flush(), 2)
+            await state.leadership.release()
+        except (asyncio.TimeoutError, OSError, RedisError) as exc:
+            log.warning("shutting down without Redis (%s): the last heartbeats are not written, the lease "
+                        "runs out by itself", exc or type(exc).__name__)
         await state.redis.aclose()
 
     app.on_startup.append(on_startup)

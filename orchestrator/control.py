@@ -89,6 +89,9 @@ class ControlHub:
         self.store_lost = False  # Redis has not answered for a while: channels closed and refused
         self.store_lost_count = 0
         self._store_ok = time.monotonic()
+        self.peers: list[str] = []  # other instances seen serving lately
+        self._peers_at = 0.0
+        self._alone_said = False
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -140,7 +143,12 @@ class ControlHub:
         new ones, until Redis answers again. Each node moves to the next instance in its list."""
         limit = self.s.store_lost_after_ms / 1000
         try:
-            await asyncio.wait_for(self.redis.ping(), min(limit / 2, 0.5))
+            now = time.monotonic()
+            if now - self._peers_at >= 1.0:  # who else serves: our mark, and theirs
+                self._peers_at = now
+                self.peers = await asyncio.wait_for(self.store.instances_alive(self.s.instance), min(limit / 2, 0.5))
+            else:
+                await asyncio.wait_for(self.redis.ping(), min(limit / 2, 0.5))
             if self.store_lost:
                 log.warning("%s reaches Redis again: accepting control channels", self.s.instance)
             self.store_lost = False
@@ -150,6 +158,15 @@ class ControlHub:
             pass
         if self.store_lost or time.monotonic() - self._store_ok < limit:
             return
+        if not self.peers:
+            # nobody else to move to (one instance, or all cut at once): the channels stay, the
+            # nodes keep their last plan, and this instance takes up again when Redis answers
+            if not self._alone_said:
+                log.warning("%s has not reached Redis for %.1f s, and no other instance was seen: keeping "
+                            "its channels", self.s.instance, time.monotonic() - self._store_ok)
+                self._alone_said = True
+            return
+        self._alone_said = False
         self.store_lost = True
         self.store_lost_count += 1
         channels = [(node, ws) for node, ws in self.channels.items() if not ws.closed]

@@ -153,6 +153,16 @@ class Store:
                     continue
         return out
 
+    async def instances_alive(self, me: str, within_ms: int = 5000) -> list[str]:
+        """Mark this instance as serving now; the other instances that did within `within_ms`."""
+        now = now_ms()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.k("instances"), {me: now})
+        pipe.zremrangebyscore(self.k("instances"), 0, now - 10 * within_ms)
+        pipe.zrangebyscore(self.k("instances"), now - within_ms, "+inf")
+        _, _, alive = await pipe.execute()
+        return [i.decode() for i in alive if i.decode() != me]
+
     async def holder(self, node: str) -> str | None:
         """The instance holding this node's control channel, if any."""
         held = await self.r.hget(self.k("conn"), node)

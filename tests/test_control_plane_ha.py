@@ -4,6 +4,7 @@
 import asyncio
 import os
 import time
+import zlib
 
 import aiohttp
 import pytest
@@ -166,7 +167,20 @@ async def test_the_leader_cut_from_redis_steps_down_before_anyone_else_leads_and
             await asyncio.sleep(0.01)
 
     watcher = asyncio.ensure_future(watch())
+    # a hall whose control channel orch-a holds: cut off, orch-a must hand it over (else the new
+    # leader, hearing nothing of it, would judge it dark and its relays dead)
+    from diemcau import messages as m
+    from diemcau.control_client import ControlClient
+
+    urls = [a.control_url, b.control_url]
+    if zlib.crc32(b"HN-01") % 2:  # the hall starts at orch-a (nodes spread over instances by id)
+        urls.reverse()
+    hall = ControlClient(",".join(urls), a.credential("HN-01"),
+                         lambda: m.Hello(node="HN-01", kind="hall", version="test", region="north"),
+                         lambda seq: m.Heartbeat(seq=seq, hall=m.HallStats()), lambda msg: asyncio.sleep(0))
+    hall_task = asyncio.ensure_future(hall.run())
     try:
+        await wait_for(lambda: "HN-01" in a.state.hub.channels, 5, what="the hall's channel on orch-a")
         await asyncio.sleep(1.0)
         assert a.state.leadership.is_leader and not b.state.leadership.is_leader
         cut_at = time.monotonic()
@@ -180,10 +194,19 @@ async def test_the_leader_cut_from_redis_steps_down_before_anyone_else_leads_and
         b_took = next((t for t, _, lb in samples if t >= cut_at and lb), led_at) - cut_at
         print(f"cut: orch-a stepped down after {a_gave_up * 1000:.0f} ms, orch-b led after {b_took * 1000:.0f} ms")
         assert a_gave_up < b_took and both_max == 1
+        await wait_for(lambda: "HN-01" in b.state.hub.channels, 5, what="the hall's channel moved to orch-b")
+        moved = time.monotonic() - cut_at
+        print(f"cut: the hall's channel moved to orch-b after {moved * 1000:.0f} ms")
+        async with aiohttp.ClientSession() as http:  # orch-a refuses channels while cut off
+            async with http.get(a.control_url.replace("ws", "http", 1)) as r:
+                assert r.status == 503 and r.headers.get("Retry-After")
         # healed: orch-a finds Redis again, and follows
         link.cut = False
         await asyncio.sleep(3.0)
         assert b.state.leadership.is_leader and not a.state.leadership.is_leader and both_max == 1
+        # orch-a's late writes from the cut did not take the hall from orch-b's record
+        assert await b.state.store.holder("HN-01") == "orch-b"
+        assert "HN-01" not in a.state.hub.channels
         async with aiohttp.ClientSession() as http:
             for o in (a, b):
                 h = {"Authorization": f"Bearer {await o.token(http)}"}
@@ -191,5 +214,7 @@ async def test_the_leader_cut_from_redis_steps_down_before_anyone_else_leads_and
                     assert r.status == 200 and len((await r.json())["halls"]) == 70
         assert link.dropped > 0  # the cut really dropped traffic
     finally:
+        hall.stop()
+        hall_task.cancel()
         watcher.cancel()
         await link.stop()
