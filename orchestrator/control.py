@@ -29,6 +29,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 5
+RESUBSCRIBE_S = 0.5  # pause before the command subscription is made again after it broke
 # A dead process closes its socket at once; what is left are half-open channels (the node's host
 # or link went away silently). aiohttp's own WebSocket pings would find those, but they cost a
 # timer reset on every message received (a fifth of the orchestrator's CPU at 20 000 heartbeats/s,
@@ -141,26 +142,36 @@ class ControlHub:
             self._cutting.discard(id(ws))
 
     async def listen(self) -> None:
-        """Forward commands other instances publish for nodes connected here."""
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(f"{self.s.key_prefix}cmd:{self.s.instance}")
-        try:
-            async for item in pubsub.listen():
-                if item.get("type") != "message":
-                    continue
-                try:
-                    data = json.loads(item["data"])
-                    msg = m.decode(data["msg"])
-                except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                ws = self.channels.get(data["node"])
-                if ws is not None and not ws.closed:
-                    await ws.send_bytes(m.encode(msg))
-        finally:
+        """Forward commands other instances publish for nodes connected here. A subscription that
+        breaks (Redis restarted past the client's retries, a cluster master replaced by its
+        replica) is made again: messages published meanwhile are lost, as pub/sub's always are."""
+        channel = f"{self.s.key_prefix}cmd:{self.s.instance}"
+        while True:
+            pubsub = self.redis.pubsub()
             try:
-                await asyncio.wait_for(pubsub.aclose(), 2)
-            except (asyncio.TimeoutError, OSError, redis_errors.RedisError):
-                pass
+                await pubsub.subscribe(channel)
+                async for item in pubsub.listen():
+                    if item.get("type") != "message":
+                        continue
+                    try:
+                        data = json.loads(item["data"])
+                        msg = m.decode(data["msg"])
+                    except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    ws = self.channels.get(data["node"])
+                    if ws is not None and not ws.closed:
+                        try:
+                            await ws.send_bytes(m.encode(msg))
+                        except (ConnectionError, RuntimeError):
+                            pass  # the node's channel closed meanwhile: it re-registers elsewhere
+            except (OSError, redis_errors.RedisError) as exc:
+                log.warning("command subscription lost (%s); subscribing again", exc or type(exc).__name__)
+            finally:
+                try:
+                    await asyncio.wait_for(pubsub.aclose(), 2)
+                except (asyncio.TimeoutError, OSError, redis_errors.RedisError):
+                    pass
+            await asyncio.sleep(RESUBSCRIBE_S)
 
     # -- the channel -------------------------------------------------------------------------
 
