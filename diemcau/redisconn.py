@@ -114,6 +114,18 @@ class ClusterUnavailable(RedisConnectionError):
 _AT_GATE: contextvars.ContextVar[bool] = contextvars.ContextVar("diemcau_cluster_gate", default=False)
 
 
+def _torn_down(exc: BaseException) -> bool:
+    """A connection closed under a command (by the peer, or by the client's own reset of a failed
+    node's connections in a failover) surfaces from redis-py as an AttributeError or TypeError
+    raised in the connection or transport code, not as a ConnectionError (redis-py issue #4287;
+    seen here as `'NoneType' object has no attribute 'writelines'` while a master was failing over)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace("\\", "/") if tb is not None else ""
+    return where.endswith(("redis/asyncio/connection.py", "asyncio/streams.py", "asyncio/selector_events.py"))
+
+
 @contextlib.asynccontextmanager
 async def _through(gate: asyncio.Semaphore) -> AsyncIterator[None]:
     if _AT_GATE.get():
@@ -125,6 +137,10 @@ async def _through(gate: asyncio.Semaphore) -> AsyncIterator[None]:
             yield
         except SlotNotCoveredError as exc:
             raise ClusterUnavailable(str(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if _torn_down(exc):
+                raise ClusterUnavailable(f"connection closed under the command: {exc}") from exc
+            raise
         finally:
             _AT_GATE.reset(token)
 
