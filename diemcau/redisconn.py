@@ -103,6 +103,12 @@ def cluster_prefix(prefix: str) -> str:
     return "{" + body + "}" + prefix[len(body):]
 
 
+def key_prefix_for(client: Any, prefix: str) -> str:
+    """The key prefix a deployment configured with `prefix` uses on this client's Redis: the same,
+    or in a cluster the hash-tagged one (the orchestrator and every tool reading its keys agree)."""
+    return cluster_prefix(prefix) if is_cluster(client) else prefix
+
+
 class ClusterUnavailable(RedisConnectionError):
     """The cluster's topology could not be read, or the slot has no master just now (a failover
     under way): callers treat it as Redis being unreachable, and retry."""
