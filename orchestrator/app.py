@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from aiohttp import web
 
 from diemcau.http import Problem, on_prepare_security_headers, problem_middleware
+from diemcau.redisconn import key_prefix_for, redacted
 from diemcau.redisconn import connect as connect_redis
 from diemcau.tokens import MediaTokenSigner
 from diemcau.programme import Programme, load_programme
@@ -100,12 +101,19 @@ def make_app(settings: OrchestratorSettings) -> web.Application:
             raise StartupError("orchestrator: no Redis: set REDIS_URL (or use `diemcau demo`)")
         try:
             redis = connect_redis(url)
+            # in a cluster every key of this deployment is in one slot (see cluster_prefix); all
+            # that reads the prefix (store, accounts, lease, pub/sub channels) reads it from here
+            tagged = key_prefix_for(redis, settings.key_prefix)
+            if tagged != settings.key_prefix:
+                log.info("Redis Cluster: key prefix %r is used as %r (one hash slot per deployment)",
+                         settings.key_prefix, tagged)
+                settings.key_prefix = tagged
         except ValueError as exc:
             raise StartupError(f"orchestrator: {exc}") from None
         try:
             await redis.ping()
         except Exception as exc:
-            raise StartupError(f"orchestrator: cannot reach Redis at {url}: {exc}") from None
+            raise StartupError(f"orchestrator: cannot reach Redis at {redacted(url)}: {exc}") from None
         store = Store(redis, settings.key_prefix, settings.events_maxlen)
         accounts = Accounts(redis, settings.key_prefix, settings.session_ttl_s, settings.login_attempts_per_min)
         if settings.operator_password:

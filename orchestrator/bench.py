@@ -497,24 +497,25 @@ async def run(halls: int, seconds: float, orchestrators: int, ramp_per_s: float,
 
 async def _dark_halls(dep: Deployment, expected: int) -> int:
     """Nodes whose last heartbeat in Redis is older than the dark threshold (1.5 s), or missing."""
-    from diemcau.redisconn import connect
+    from diemcau.redisconn import connect, key_prefix_for
 
     r = connect(dep.redis_url)
     try:
         now = int(time.time() * 1000)
-        stale = await r.zcount(f"{dep.key_prefix}seen", "-inf", now - 1500)
-        total = await r.zcard(f"{dep.key_prefix}seen")
+        seen = key_prefix_for(r, dep.key_prefix) + "seen"
+        stale = await r.zcount(seen, "-inf", now - 1500)
+        total = await r.zcard(seen)
         return int(stale) + max(0, expected - int(total))
     finally:
         await r.aclose()
 
 
 async def _event_time(dep: Deployment, kind: str, subject: str, since: float) -> float | None:
-    from diemcau.redisconn import connect
+    from diemcau.redisconn import connect, key_prefix_for
 
     r = connect(dep.redis_url)
     try:
-        for eid, ev in await r.xrange(f"{dep.key_prefix}events", min=str(int(since * 1000))):
+        for eid, ev in await r.xrange(key_prefix_for(r, dep.key_prefix) + "events", min=str(int(since * 1000))):
             if ev.get(b"kind") == kind.encode() and ev.get(b"subject") == subject.encode():
                 return int(ev[b"ts"]) / 1000
         return None

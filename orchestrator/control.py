@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_BAD_MESSAGES = 5
 CLOSE_STORE_LOST = m.CLOSE_STORE_LOST  # this instance lost Redis: the node goes to another one
+RESUBSCRIBE_S = 0.5  # pause before the command subscription is made again after it broke
 # A dead process closes its socket at once; what is left are half-open channels (the node's host
 # or link went away silently). aiohttp's own WebSocket pings would find those, but they cost a
 # timer reset on every message received (a fifth of the orchestrator's CPU at 20 000 heartbeats/s,
@@ -90,7 +91,6 @@ class ControlHub:
         self.store_lost_count = 0
         self._store_ok = time.monotonic()
         self.peers: list[str] = []  # other instances seen serving lately
-        self._peers_at = 0.0
         self._alone_said = False
 
     # -- delivery ----------------------------------------------------------------------------
@@ -143,12 +143,9 @@ class ControlHub:
         new ones, until Redis answers again. Each node moves to the next instance in its list."""
         limit = self.s.store_lost_after_ms / 1000
         try:
-            now = time.monotonic()
-            if now - self._peers_at >= 1.0:  # who else serves: our mark, and theirs
-                self._peers_at = now
-                self.peers = await asyncio.wait_for(self.store.instances_alive(self.s.instance), min(limit / 2, 0.5))
-            else:
-                await asyncio.wait_for(self.redis.ping(), min(limit / 2, 0.5))
+            # who else serves (our mark, and theirs): a keyed round trip, so that on a Redis
+            # Cluster it asks the master that holds our keys, not every node
+            self.peers = await asyncio.wait_for(self.store.instances_alive(self.s.instance), min(limit / 2, 0.5))
             if self.store_lost:
                 log.warning("%s reaches Redis again: accepting control channels", self.s.instance)
             self.store_lost = False
@@ -195,26 +192,36 @@ class ControlHub:
             self._cutting.discard(id(ws))
 
     async def listen(self) -> None:
-        """Forward commands other instances publish for nodes connected here."""
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(f"{self.s.key_prefix}cmd:{self.s.instance}")
-        try:
-            async for item in pubsub.listen():
-                if item.get("type") != "message":
-                    continue
-                try:
-                    data = json.loads(item["data"])
-                    msg = m.decode(data["msg"])
-                except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                ws = self.channels.get(data["node"])
-                if ws is not None and not ws.closed:
-                    await ws.send_bytes(m.encode(msg))
-        finally:
+        """Forward commands other instances publish for nodes connected here. A subscription that
+        breaks (Redis restarted past the client's retries, a cluster master replaced by its
+        replica) is made again: messages published meanwhile are lost, as pub/sub's always are."""
+        channel = f"{self.s.key_prefix}cmd:{self.s.instance}"
+        while True:
+            pubsub = self.redis.pubsub()
             try:
-                await asyncio.wait_for(pubsub.aclose(), 2)
-            except (asyncio.TimeoutError, OSError, redis_errors.RedisError):
-                pass
+                await pubsub.subscribe(channel)
+                async for item in pubsub.listen():
+                    if item.get("type") != "message":
+                        continue
+                    try:
+                        data = json.loads(item["data"])
+                        msg = m.decode(data["msg"])
+                    except (ValueError, KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+                    ws = self.channels.get(data["node"])
+                    if ws is not None and not ws.closed:
+                        try:
+                            await ws.send_bytes(m.encode(msg))
+                        except (ConnectionError, RuntimeError):
+                            pass  # the node's channel closed meanwhile: it re-registers elsewhere
+            except (OSError, redis_errors.RedisError) as exc:
+                log.warning("command subscription lost (%s); subscribing again", exc or type(exc).__name__)
+            finally:
+                try:
+                    await asyncio.wait_for(pubsub.aclose(), 2)
+                except (asyncio.TimeoutError, OSError, redis_errors.RedisError):
+                    pass
+            await asyncio.sleep(RESUBSCRIBE_S)
 
     # -- the channel -------------------------------------------------------------------------
 

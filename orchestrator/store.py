@@ -1,6 +1,7 @@
 """Everything the control plane keeps, in Redis: registry, liveness, assignments, events.
 
-Keys (prefix `dc:` by default):
+Keys (prefix `dc:` by default; in a Redis Cluster the prefix carries a hash tag, `{dc}:`, so that
+every key below is in one slot: the fenced scripts read and write several at once):
   nodes    hash  node id -> JSON static description (kind, region, role, url, ...)
   hb       hash  node id -> JSON latest heartbeat stats
   seen     zset  node id -> last heartbeat, unix ms (liveness: old scores are stale)
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 
 from diemcau.programme import Session
+from diemcau.redisconn import hash_tag, is_cluster
 
 import redis.asyncio as aioredis
 
@@ -74,6 +76,9 @@ return redis.call('hdel', KEYS[2], ARGV[2])
 
 class Store:
     def __init__(self, redis: aioredis.Redis, prefix: str = "dc:", events_maxlen: int = 100_000) -> None:
+        if is_cluster(redis) and hash_tag(prefix) is None:
+            raise ValueError(f"key prefix {prefix!r} has no hash tag: in a Redis Cluster the fenced scripts' keys "
+                             "would be in different slots (use diemcau.redisconn.cluster_prefix, e.g. {dc}:)")
         self.r = redis
         self.p = prefix
         self.events_maxlen = events_maxlen
