@@ -47,6 +47,14 @@ FLOOR_EYE = """() => {
 }"""
 
 
+CORNER_STATE = """async () => { const v = document.querySelector('#floor'), pc = window.dcFloor, out = {
+    hidden: v.hidden, speaker: v.dataset.speaker, name: document.querySelector('#floor-name').textContent,
+    attached: !!v.srcObject, readyState: v.readyState, pc: pc && pc.connectionState };
+  if (pc) (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video')
+    Object.assign(out, { packets: s.packetsReceived, frames: s.framesDecoded, keyframes: s.keyFramesDecoded }); });
+  return out; }"""
+
+
 def camera_start_ms(frame: list[int], fps: int) -> float:
     """When the camera that took this test-pattern frame started (ms mod 2**40): its capture time
     less its frame counter's worth of frames (a camera that dropped frames looks a little later)."""
@@ -143,7 +151,14 @@ async def test_the_floor_reaches_every_other_hall_and_passes_on(start_orchestrat
                 async def seen():
                     return first_on_screen(await page.evaluate("window.floorSeen"), speaker, given, fps)
 
-                ms = await wait_for(seen, 5, what=f"{speaker}'s picture in the corner of HP-01's screen")
+                try:
+                    ms = await wait_for(seen, 5, what=f"{speaker}'s picture in the corner of HP-01's screen")
+                except AssertionError as exc:
+                    corner = await page.evaluate(CORNER_STATE)
+                    st = halls["HP-01"].stats()
+                    raise AssertionError(f"{exc}; the corner: {corner}; what the eye saw last: "
+                                         f"{(await page.evaluate('window.floorSeen'))[-6:]}; HP-01's daemon: floor "
+                                         f"{st.floor} by {st.floor_speaker}, {st.floor_frames} frames") from None
                 on_screen_ms.setdefault(speaker, []).append(round(ms))
 
             programme = {hid: x.stats().frames_received for hid, x in halls.items()}
