@@ -15,7 +15,7 @@ from relay.ice import restrict_ice_addresses
 from relay.paths import DualPath
 
 from .qoe import QoeMonitor, QoeSettings
-from .floor import FloorRole
+from .floor import LOCAL_FLOOR, FloorRole
 from .recorder import Recorder
 from .settings import EdgeSettings
 from .verify import TrackVerifier
@@ -152,7 +152,7 @@ class HallDaemon:
                 log.info("%s follows %s (%s)", self.s.hall, msg.session or "the default programme", msg.stream)
             self.stream, self.session, self.session_title = msg.stream, msg.session, msg.session_title
             if self.local is not None:
-                self.local.core.info.update(hall=self.s.hall, session=self.session, title=self.session_title)
+                self.local.core.set_info(hall=self.s.hall, session=self.session, title=self.session_title)
             if self.local is not None:
                 self.local.core.expected.add(self.s.local_stream)
             if msg.hitless is not None:
@@ -212,7 +212,8 @@ class HallDaemon:
             st.av_drift_ms = q.av_drift_ms
             st.audio_level_dbfs = round(q.audio_level_dbfs, 1)
         if self.local is not None:
-            st.viewers = len(self.local.core.subscribers)
+            # a projector page's floor corner is the same viewer as its programme: not counted again
+            st.viewers = sum(1 for x in self.local.core.subscribers.values() if x.source.name != LOCAL_FLOOR)
         return st
 
     def _heartbeat(self, seq: int) -> m.Heartbeat:

@@ -3,7 +3,9 @@
 Given the floor, the hall publishes by WHIP to its own relay, which sends it up the tree to
 the origins; every other hall of the session subscribes to it from its own relay as the
 programme's second track. The hall's own viewers (the player page) find it as stream
-"floor" on the hall daemon, next to "programme".
+"floor" on the hall daemon, next to "programme". That local stream is always there (its
+tracks exist before any floor is given and outlive every speaker), so the page keeps its
+subscription to it open and a new speaker costs it only the speaker's first keyframe.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from diemcau import messages as m
 from relay.follow import Follower
@@ -29,6 +33,15 @@ log = logging.getLogger(__name__)
 HISTORY = 20  # floors remembered for the stats
 LOCAL_FLOOR = "floor"  # the stream name the hall's own viewers subscribe to
 LOCAL_CAMERA = "camera"  # what the projector page publishes when the hall speaks (camera "browser")
+# the codecs every floor is carried in (the relays' and the studios' VP8 and Opus): the local
+# "floor" stream's tracks are made with them up front, so a page can subscribe before any floor
+LOCAL_FLOOR_CODECS = {
+    "video": RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96),
+    "audio": RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111),
+}
+# after a handover, no keyframe is asked upstream until the new speaker's first one has passed:
+# a request could still reach the previous speaker, whose keyframe would then pass for the new one's
+HANDOVER_QUIET_S = 1.5
 
 
 class FloorRole:
@@ -47,6 +60,12 @@ class FloorRole:
         self._frames: Vp8Frames | None = None
         self.history: list[list] = []  # [speaker, given at, reach ms] of recent floors
         self._follower_task: asyncio.Task | None = None
+        self._requester = None  # the floor subscription's keyframe request (its relay's PLI)
+        self._quiet: asyncio.TimerHandle | None = None  # a handover's quiet time: no keyframe requests
+        if hall.local is not None:
+            src = hall.local.core.source(LOCAL_FLOOR, create=True)
+            for kind, codec in LOCAL_FLOOR_CODECS.items():
+                src.track_for(kind, codec)
 
     # -- speaking ------------------------------------------------------------------------------
 
@@ -56,7 +75,7 @@ class FloorRole:
             log.info("%s: floor taken back", self.hall.s.hall)
             return
         if self.hall.local is not None:
-            self.hall.local.core.info["hand"] = False  # it has the floor: the hand it raised is answered
+            self.hall.local.core.set_info(hand=False)  # it has the floor: the hand it raised is answered
         s = self.hall.s
         self.speaking = msg.stream
         if s.camera == "browser" and self.hall.local is not None:
@@ -64,7 +83,7 @@ class FloorRole:
             # "camera"; the daemon sends those packets on to its relay, untouched
             core = self.hall.local.core
             core.expected.add(LOCAL_CAMERA)
-            core.info["speaking"] = msg.stream
+            core.set_info(speaking=msg.stream)
             self._forwarder = Forwarder(core, LOCAL_CAMERA, [(msg.whip_url, msg.token)], s.ice_servers)
             self._forwarder.start()
             log.info("%s has the floor: its projector page's camera goes to %s", s.hall, msg.whip_url)
@@ -82,7 +101,7 @@ class FloorRole:
         if fw is not None:
             await fw.stop()
         if self.hall.local is not None:
-            self.hall.local.core.info["speaking"] = ""
+            self.hall.local.core.set_info(speaking="")
         if cam is not None and task is not None:
             cam.stop()
             try:
@@ -102,10 +121,14 @@ class FloorRole:
                     self.verifier.new_source()
                 if self._frames is not None:
                     self._frames.new_source()
-                local = self.hall.local
-                src = local.core.sources.get(LOCAL_FLOOR) if local is not None else None
-                for up in (src.tracks.values() if src is not None else ()):
-                    up.new_upstream()  # the hall's own viewers re-anchor at the new speaker's keyframe
+                # the hall's own viewers re-anchor at the new speaker's keyframe (its first frame):
+                # meanwhile no keyframe is asked for, lest the previous speaker answer
+                if self._quiet is not None:
+                    self._quiet.cancel()
+                self._quiet = asyncio.get_running_loop().call_later(HANDOVER_QUIET_S, self._end_quiet)
+                self._set_requester()
+                for up in self._local_tracks():
+                    up.new_upstream()
                 log.info("%s: the floor passed to %s", self.hall.s.hall, msg.speaker)
                 self._show()
             self._follower.assign(m.Assign(stream=msg.stream, upstream=msg.whep_url, whep_url=msg.whep_url,
@@ -125,14 +148,32 @@ class FloorRole:
         self._follower_task = asyncio.ensure_future(self._follower.run())
         log.info("%s: the floor is %s's: following %s", self.hall.s.hall, msg.speaker, msg.whep_url)
 
+    def _local_tracks(self) -> list:
+        local = self.hall.local
+        src = local.core.sources.get(LOCAL_FLOOR) if local is not None else None
+        return list(src.tracks.values()) if src is not None else []
+
+    def _set_requester(self) -> None:
+        """The local floor's keyframe requests go up through the floor subscription, except
+        while a handover waits for the new speaker's first keyframe."""
+        quiet = self._quiet is not None
+        for up in self._local_tracks():
+            if up.kind == "video":
+                up.set_keyframe_requester(None if quiet else self._requester)
+                if not quiet and up.waiting:
+                    up.request_keyframe()
+
+    def _end_quiet(self) -> None:
+        """The new speaker's first keyframe passed (or the quiet time ran out): ask freely again."""
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
+            self._set_requester()
+
     def _connected(self, sub) -> None:
         """The hall's own viewers (its projector page) ask for keyframes through this subscription."""
-        src = self.hall.local.core.sources.get(LOCAL_FLOOR) if self.hall.local is not None else None
-        up = src.tracks.get("video") if src is not None else None
-        if up is not None:
-            up.set_keyframe_requester(sub.request_keyframe)
-            if up.waiting:
-                up.request_keyframe()
+        self._requester = sub.request_keyframe
+        self._set_requester()
 
     async def _lost(self, upstream: str, reason: str) -> None:
         log.info("floor %s: %s (retrying)", self.stream, reason)
@@ -167,6 +208,7 @@ class FloorRole:
     def _frame(self, data: bytes, ts: int, keyframe: bool) -> None:
         if keyframe and not self.first_keyframe_at:
             self.first_keyframe_at = time.time()
+            self._end_quiet()
             if self.given_at:
                 self.history.append([self.speaker, self.given_at, round((self.first_keyframe_at - self.given_at) * 1000, 1)])
                 del self.history[:-HISTORY]
@@ -177,6 +219,9 @@ class FloorRole:
         f, task = self._follower, self._follower_task
         self._follower = self._follower_task = None
         self.stream = self.speaker = ""
+        self._requester = None
+        self._end_quiet()
+        self._set_requester()  # the stopped subscription is asked for nothing more
         if f is not None:
             f.stop()
         if task is not None:
@@ -192,7 +237,7 @@ class FloorRole:
     def _show(self) -> None:
         """What the hall's player page puts in its corner: the speaker, while another hall speaks."""
         if self.hall.local is not None:
-            self.hall.local.core.info["floor"] = self.speaker if self.stream else ""
+            self.hall.local.core.set_info(floor=self.speaker if self.stream else "")
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -37,9 +37,13 @@ def make_app(settings: RelaySettings, verifier: MediaTokenVerifier | None = None
     async def on_startup(app: web.Application) -> None:
         core.start()
 
+    async def on_shutdown(app: web.Application) -> None:
+        core.shutdown()  # long-polling player pages are answered now: the server need not wait for them
+
     async def on_cleanup(app: web.Application) -> None:
         await core.close()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

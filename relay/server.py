@@ -34,7 +34,10 @@ class RelayCore:
         self.settings = settings
         self.verifier = verifier
         self.sources: dict[str, Source] = {}
-        self.info: dict[str, str] = {}  # what a hall's player page shows (hall, session, title)
+        self.info: dict = {}  # what a hall's player page shows (hall, session, title, floor...): set_info() only
+        self.info_version = 0  # counts changes of `info`: a page waits (long-polls) for the next one
+        self._info_changed = asyncio.Event()  # set (and replaced) on each change
+        self._closing = False
         self.on_local_publish = None  # async (stream): a stream pulled here gets a local publisher (the agent stops pulling)
         self.expected: set[str] = set()  # streams we are told to carry (upstream pending)
         self.publishers: dict[str, PublishSession] = {}
@@ -60,6 +63,23 @@ class RelayCore:
         if src is None and create:
             src = self.sources[name] = Source(name, self.settings.keyframe_min_interval_s)
         return src
+
+    def set_info(self, **values) -> None:
+        """Change what the player pages show; pages waiting for a change are answered at once."""
+        if all(self.info.get(k, _MISSING) == v for k, v in values.items()):
+            return
+        self.info.update(values)
+        self.info_version += 1
+        self._wake_info_waiters()
+
+    def _wake_info_waiters(self) -> None:
+        changed, self._info_changed = self._info_changed, asyncio.Event()
+        changed.set()
+
+    def shutdown(self) -> None:
+        """The server stops: answer every waiting player page now (not after its wait runs out)."""
+        self._closing = True
+        self._wake_info_waiters()
 
     def _authorize(self, request: web.Request, stream: str, direction: str) -> MediaClaims:
         token = bearer(request.headers.get("Authorization"))
@@ -389,10 +409,20 @@ class RelayCore:
         return web.Response(status=204, headers={"Allow": "POST, DELETE, OPTIONS"})
 
     async def player_info(self, request: web.Request) -> web.Response:
-        """For the player page: which hall and session this is (a viewer's media token required)."""
+        """For the player page: which hall and session this is, who has the floor (a viewer's media
+        token required). With ?since=VERSION (the "version" of its last answer) the request waits,
+        up to ?wait= seconds (default 25), until something changes: a long poll, so the page learns
+        of a new speaker the moment its hall daemon does."""
         stream = request.query.get("stream", "programme")
         self._authorize(request, stream, "sub")
-        return web.json_response(self.info)
+        since = _query_int(request, "since", -1, 0, 2**53)
+        wait_s = _query_int(request, "wait", INFO_WAIT_S, 0, INFO_WAIT_MAX_S)
+        if since == self.info_version and wait_s and not self._closing:
+            try:
+                await asyncio.wait_for(self._info_changed.wait(), wait_s)
+            except asyncio.TimeoutError:
+                pass  # nothing changed: the same answer, the page asks again
+        return web.json_response({**self.info, "version": self.info_version})
 
     async def hand(self, request: web.Request) -> web.Response:
         """The projector page's "raise hand": {"up": true|false} (the hall's viewer token required)."""
@@ -405,7 +435,7 @@ class RelayCore:
             raise _Rejected(422, 'body must be {"up": true|false}')
         if not await self.on_hand(body["up"]):
             raise _Rejected(503, "the hall is not connected to the control plane now; try again", retry_after="2")
-        self.info["hand"] = body["up"]
+        self.set_info(hand=body["up"])
         return web.json_response({"hand": body["up"]})
 
     async def player(self, request: web.Request) -> web.FileResponse:
@@ -471,6 +501,20 @@ class RelayCore:
         }
 
 
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter in [low, high], or a 400 that says what is wrong with it."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _Rejected(400, f"{name} must be an integer, not {raw[:20]!r}") from None
+    if not low <= value <= high:
+        raise _Rejected(400, f"{name} must be between {low} and {high}")
+    return value
+
+
 async def _read_json(request: web.Request, max_bytes: int):
     """A small JSON body (the WHEP layer extension, a raised hand), or a 4xx that says why."""
     if request.content_type != "application/json":
@@ -512,6 +556,9 @@ ROUTES = [
 
 PLAYER_DIR = Path(__file__).parent / "player"
 FLOOR_PREFIX = "floor-"  # a floor stream: a new publisher replaces the previous speaker
+INFO_WAIT_S = 25  # a player page's long poll of /player-info is answered after this long at most
+INFO_WAIT_MAX_S = 60
+_MISSING = object()
 EXPECTED_WAIT_S = 3.0  # a WHEP request for an expected stream waits this long for it to arrive
 PLAYER_FILES = ("index.html", "player.js")
 

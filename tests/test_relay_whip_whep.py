@@ -201,3 +201,53 @@ async def test_subscriber_that_never_connects_is_dropped(start_relay, signer):
         assert all(not t.downtracks for t in relay.core.sources["programme"].tracks.values())
     studio.stop()
     await task
+
+
+async def test_player_info_is_a_long_poll_answered_at_each_change(start_relay, signer):
+    """A player page learns of a change (a new speaker) the moment its hall's server does: with
+    ?since=VERSION the request waits for the next change, or the end of its wait, or the server's stop."""
+    relay = await start_relay("HN-01", role="edge")
+    core = relay.core
+    url = relay.url + "/player-info?stream=programme"
+    h = {"Authorization": f"Bearer {signer.mint('player:HN-01', 'programme', 'sub', 60, aud='HN-01')}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert r.status == 401
+        other = {"Authorization": f"Bearer {signer.mint('player:HN-01', 'programme', 'sub', 60, aud='HN-02')}"}
+        async with http.get(url + "&since=0", headers=other) as r:
+            assert r.status == 403  # another hall's token: refused before any wait
+        for bad, why in (("since=abc", "since must be an integer"), ("since=-2", "since must be between"),
+                         ("wait=61", "wait must be between"), ("wait=1.5", "wait must be an integer")):
+            async with http.get(f"{url}&{bad}", headers=h) as r:
+                assert r.status == 400 and why in await r.text(), (bad, r.status)
+        core.set_info(hall="HN-01", floor="")
+        async with http.get(url, headers=h) as r:  # no since: at once
+            first = await r.json()
+        assert first["hall"] == "HN-01" and first["floor"] == "" and first["version"] >= 1
+
+        async def ask(since: int, wait: int = 10) -> tuple[dict, float]:
+            t0 = time.monotonic()
+            async with http.get(f"{url}&since={since}&wait={wait}", headers=h) as r:
+                assert r.status == 200
+                return await r.json(), time.monotonic() - t0
+
+        waiting = asyncio.ensure_future(ask(first["version"]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        core.set_info(floor="")  # no change: nobody is woken
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        core.set_info(floor="HN-02")
+        info, took = await asyncio.wait_for(waiting, 2)
+        assert info["floor"] == "HN-02" and info["version"] == first["version"] + 1 and 0.3 < took < 1.0
+        info, took = await ask(first["version"])  # a version not current (missed, or another server's): at once
+        assert info["version"] == first["version"] + 1 and took < 0.5
+        info, took = await ask(info["version"], wait=1)  # nothing changes: the same answer after the wait
+        assert info["floor"] == "HN-02" and 0.9 < took < 2.0
+        # the server stops: a waiting page is answered at once, not after its wait
+        waiting = asyncio.ensure_future(ask(info["version"], wait=30))
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        await relay.stop()
+        assert time.monotonic() - t0 < 3.0
+        assert (await asyncio.wait_for(waiting, 3))[0]["floor"] == "HN-02"
