@@ -336,7 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     lt = sub.add_parser("loadtest", help="participants as real WebRTC peers at the halls, with faults")
     lt.add_argument("scenario", help="a name in loadtest/scenarios/ (smoke, summit-1000) or a TOML path")
     lt.add_argument("--report", required=True)
-    lt.add_argument("--profile", default="local")
+    lt.add_argument("--profile", default="local",
+                    help="hosts: every part, and each worker, on a host of its own (network namespaces; root); "
+                         "needed by cap / loss / cut faults")
+    lt.add_argument("--worker-via", default="",
+                    help="run each worker through this command, e.g. \"ssh lt{i}.example\" ({i}: 1..workers); "
+                         "it speaks JSON on stdin/stdout, and needs diemcau installed there")
     lt.set_defaults(fn=_loadtest)
 
     fz = sub.add_parser("fuzz", help="malformed input at every door: parsers, HTTP, control channel, media ports")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from diemcau.deploy import Deployment
 from diemcau.topology import load_profile, load_topology
 
 from .html import render_html
-from .scenario import load_scenario
+from .scenario import LINK_FAULTS, load_scenario
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KINDS = (("loadtest.worker", "workers"), ("diemcau edge", "halls"), ("diemcau relay", "relays"),
@@ -94,9 +95,19 @@ def run_loadtest(args) -> int:
         start_at = time.time() + 2.0
         per = [people[i:: sc.workers] for i in range(sc.workers)]
         for i, group in enumerate(per):
-            w = subprocess.Popen([sys.executable, "-m", "loadtest.worker"], stdin=subprocess.PIPE,
+            # on the hosts profile each worker is a host of its own, its peers' ICE on its address;
+            # the coordinator speaks to it over its stdin and stdout only, so `--worker-via` (e.g.
+            # "ssh lt{i}.example") runs it on another machine
+            argv, ice = [sys.executable, "-m", "loadtest.worker"], dep.host
+            on = dep.host_for(f"workers-{i + 1}")
+            if on is not None:
+                argv, ice = on.argv(argv), on.address
+            if getattr(args, "worker_via", ""):
+                argv = shlex.split(args.worker_via.format(i=i + 1)) + ["python3", "-m", "loadtest.worker"]
+                ice = ""  # the worker's own machine: every address it has
+            w = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=open(dep.log_dir / f"worker-{i}.log", "wb"))
-            w.stdin.write(json.dumps({"api": dep.base_url, "participants": group, "start_at": start_at,
+            w.stdin.write(json.dumps({"api": dep.base_url, "participants": group, "start_at": start_at, "ice": ice,
                                       "duration_s": sc.duration_s, "ramp_per_s": sc.ramp_per_s / sc.workers,
                                       "churn_per_min": sc.churn_per_min / sc.workers,
                                       "churn_away_s": sc.churn_away_s}).encode())
@@ -104,6 +115,7 @@ def run_loadtest(args) -> int:
             workers.append(w)
         cpu0, t0 = cpu_by_kind(), time.time()
         faults = []
+        lifts: list = []  # (when, fault, its record): link faults with a duration
         pending = sorted(sc.fault, key=lambda f: f.at_s)
         actions = sorted(sc.action, key=lambda a: a.at_s)
         floors: list[dict] = []  # one per handover: speaker, when, and each other hall's reach
@@ -112,13 +124,19 @@ def run_loadtest(args) -> int:
             now = time.time() - start_at
             while pending and now >= pending[0].at_s:
                 f = pending.pop(0)
-                faults.append(inject(dep, token, f.kind))
+                faults.append(inject(dep, token, f))
+                if f.kind in LINK_FAULTS and f.duration_s > 0:
+                    lifts.append((f.at_s + f.duration_s, f, faults[-1]))
+            for due, f, record in [x for x in lifts if now >= x[0]]:
+                lift(dep, f, record)
+                lifts.remove((due, f, record))
             while actions and now >= actions[0].at_s:
                 act = actions.pop(0)
                 floors.append(floor_action(dep, token, act.kind, act.hall))
             try:
                 board = dep.get("/api/v1/halls", token)
                 note_floor_reach(floors, board["halls"], halls)
+                note_link_faults(faults, board["halls"])
                 viewers = sum(h.get("viewers", 0) for h in board["halls"])
                 on = sum(1 for h in board["halls"] if h["id"] in halls and h["state"] == "on_air")
             except OSError:
@@ -216,11 +234,60 @@ def floor_report(floors: list[dict], halls: list[str], rows: list[dict] | None =
     }
 
 
-def inject(dep: Deployment, token: str, kind: str) -> dict:
+def inject(dep: Deployment, token: str, f) -> dict:
+    """A fault now: a process killed or a switch through the API, or a link capped, made lossy or
+    cut between two hosts (the hosts profile)."""
     at = time.time()
-    target = dep.inject(kind, token)
-    print(f"\nfault: {kind} {target}", flush=True)
-    return {"kind": kind, "target": target, "time": at}
+    if f.kind in LINK_FAULTS:
+        net = dep.hostnet
+        if net is None:
+            raise SystemExit(f"a {f.kind} fault needs every part on a host of its own: --profile hosts")
+        for h in (f.host, f.peer) if f.kind == "cut" else (f.host,):
+            if h not in net.hosts:
+                raise SystemExit(f"fault {f.kind}: no host {h!r} (hosts: {', '.join(sorted(net.hosts))})")
+        if f.kind == "cap":
+            net.cap(f.host, f.kbit)
+            target = f"{f.host} to {f.kbit} kbit/s"
+        elif f.kind == "loss":
+            net.loss(f.host, f.pct)
+            target = f"{f.host} {f.pct} % loss"
+        else:
+            net.cut(f.host, f.peer)
+            target = f"{f.host} <-> {f.peer}"
+    else:
+        target = dep.inject(f.kind, token)
+    print(f"\nfault: {f.kind} {target}", flush=True)
+    out = {"kind": f.kind, "target": target, "time": at}
+    if f.kind in LINK_FAULTS:
+        out["host"] = f.host
+        out["halls"] = sorted(h for name, ids in dep.hall_groups.items()
+                              if dep.part_host.get(name) is not None and dep.part_host[name].name in (f.host, f.peer)
+                              for h in ids)
+    return out
+
+
+def note_link_faults(faults: list[dict], rows: list[dict]) -> None:
+    """While a link fault lasts: the layer each of its halls is on."""
+    for f in faults:
+        if "halls" not in f or "lifted" in f:
+            continue
+        seen = f.setdefault("layers_seen", {})
+        for h in rows:
+            if h["id"] in f["halls"] and h.get("layer"):
+                seen.setdefault(h["id"], set()).add(h["layer"])
+
+
+def lift(dep: Deployment, f, record: dict) -> None:
+    """The link fault's end (its duration_s passed)."""
+    net = dep.hostnet
+    if f.kind == "cap":
+        net.cap(f.host, 0)
+    elif f.kind == "loss":
+        net.loss(f.host, 0)
+    elif f.kind == "cut":
+        net.heal(f.host, f.peer)
+    record["lifted"] = time.time()
+    print(f"\nfault lifted: {record['kind']} {record['target']}", flush=True)
 
 
 def cpu_percent(cpu0: dict[str, float], cpu1: dict[str, float], window_s: float) -> dict[str, float]:
@@ -258,6 +325,18 @@ def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:
         f["effect"] = {"participant_max_freeze_ms": max(after, default=0.0),
                        "participants_frozen": sum(1 for r in rows if any(end >= f["time"] for end, _ in r["gaps"])),
                        "hall_max_freeze_ms": max(hall_after, default=0.0)}
+        if "halls" in f:  # a link fault: what its own halls and their participants saw while it lasted
+            until = f.get("lifted", float("inf"))
+            mine = [r for r in rows if r["hall"] in f["halls"]]
+            during = [g for r in mine for end, g in r["gaps"] if f["time"] <= end <= until + 2.0]
+            f["effect"].update({
+                "halls": len(f["halls"]),
+                "participants_at_its_halls": len(mine),
+                "their_max_freeze_ms": max(during, default=0.0),
+                "their_delivered_ratio_min": min((r["delivered_ratio"] for r in mine if r["connected"]), default=None),
+                # the ladder layers its halls were on while it lasted (a cap steps them down)
+                "layers_seen": {h: sorted(v) for h, v in f.pop("layers_seen", {}).items()},
+            })
     return {
         "scenario": sc.name,
         "participants": sc.participants,

@@ -8,7 +8,9 @@ from pathlib import Path
 import msgspec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source")
+# link faults need the hosts profile (every part on a host of its own): tc tbf, nft drops
+LINK_FAULTS = ("cap", "loss", "cut")
+FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source", *LINK_FAULTS)
 ACTION_KINDS = ("floor", "floor-end")
 
 
@@ -19,6 +21,14 @@ class ScenarioError(ValueError):
 class Fault(msgspec.Struct, forbid_unknown_fields=True):
     at_s: float
     kind: str
+    # link faults (the hosts profile): the host whose link is capped / made lossy / cut (e.g.
+    # "halls-north", "relay-north-1"), the other end of a cut, the cap, the loss, and for how long
+    # (0: to the end of the run)
+    host: str = ""
+    peer: str = ""
+    kbit: int = 0
+    pct: int = 0
+    duration_s: float = 0.0
 
 
 class Action(msgspec.Struct, forbid_unknown_fields=True):
@@ -80,6 +90,18 @@ def load_scenario(name_or_path: str) -> Scenario:
                 raise ScenarioError(f"{path}: {what} kind must be one of {', '.join(kinds)}")
             if not 0 <= e.at_s < sc.duration_s:
                 raise ScenarioError(f"{path}: {one} at_s must fall inside the run")
+    for f in sc.fault:
+        if f.kind in LINK_FAULTS:
+            if not f.host:
+                raise ScenarioError(f"{path}: a {f.kind} fault names its host (e.g. host = \"halls-north\")")
+            if f.kind == "cap" and not 8 <= f.kbit <= 10_000_000:
+                raise ScenarioError(f"{path}: a cap fault gives kbit, 8-10000000")
+            if f.kind == "loss" and not 1 <= f.pct <= 100:
+                raise ScenarioError(f"{path}: a loss fault gives pct, 1-100")
+            if f.kind == "cut" and not f.peer:
+                raise ScenarioError(f"{path}: a cut fault names the peer host it is cut from")
+        if f.duration_s < 0:
+            raise ScenarioError(f"{path}: a fault's duration_s cannot be negative")
     for a in sc.action:
         if a.kind == "floor" and not a.hall:
             raise ScenarioError(f"{path}: a floor action names the hall given the floor")

@@ -23,6 +23,9 @@ def test_shipped_scenarios_load():
     ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='meteor'\n", "fault kind"),
     ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=9\nkind='kill-relay'\n", "inside the run"),
     ("name = = 1", "not valid TOML"),
+    ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='cap'\nhost='halls-north'\n", "kbit"),
+    ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='cut'\nhost='halls-north'\n", "peer"),
+    ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='loss'\npct=5\n", "names its host"),
 ])
 def test_bad_scenarios_are_refused_with_a_reason(tmp_path, text, message):
     p = tmp_path / "s.toml"
@@ -74,3 +77,60 @@ def test_smoke_rehearsal_all_participants_receive_through_a_relay_kill(tmp_path)
             page.screenshot(path=str(Path(__file__).parent.parent / "docs" / "loadtest-report.png"), full_page=True)
         finally:
             browser.close()
+
+
+LINKS = """
+name = "links-small"
+halls = 6
+participants = 18
+duration_s = 50
+ramp_per_s = 12
+workers = 2
+fps = 15
+width = 320
+height = 180
+[[fault]]
+at_s = 10
+kind = "cap"
+host = "halls-north"
+kbit = 900
+duration_s = 12
+[[fault]]
+at_s = 25
+kind = "loss"
+host = "halls-north"
+pct = 5
+duration_s = 8
+[[fault]]
+at_s = 36
+kind = "cut"
+host = "halls-north"
+peer = "relay-north-1"
+duration_s = 8
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the hosts profile needs root (network namespaces)")
+def test_link_faults_on_the_hosts_profile_capped_lossy_and_cut(tmp_path):
+    """Every part, and each of two workers, on a host of its own; the halls' host capped (tc tbf),
+    made lossy (nft), cut from its relay, each for a while: each fault applied and lifted, with
+    what its halls and participants saw."""
+    scenario = tmp_path / "links-small.toml"
+    scenario.write_text(LINKS)
+    report = tmp_path / "l.json"
+    proc = subprocess.run([sys.executable, "-m", "diemcau", "loadtest", str(scenario), "--profile", "hosts",
+                           "--report", str(report)], capture_output=True, text=True, timeout=300)
+    print(proc.stdout[-4000:])
+    r = json.loads(report.read_text())
+    faults = {f["kind"]: f for f in r["faults"]}
+    for kind, f in faults.items():
+        print(kind, f["target"], json.dumps(f["effect"]))
+    assert r["participants_connected"] == r["participants"] == 18
+    assert set(faults) == {"cap", "loss", "cut"}
+    for f in faults.values():
+        assert f["halls"] and len(f["halls"]) == 6 and 7 <= f["lifted"] - f["time"] <= 14
+        assert f["effect"]["participants_at_its_halls"] == 18
+    # a cap of 900 kbit/s for six halls does not carry the top layer: the ladder steps some down
+    assert any(len(v) > 1 or v != ["top"] for v in faults["cap"]["effect"]["layers_seen"].values())
+    # workers ran on their own hosts: the participants' peers used those addresses
+    assert all(p["connected"] for p in r["per_participant"])
