@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     lt.add_argument("--profile", default="local",
                     help="hosts: every part, and each worker, on a host of its own (network namespaces; root); "
                          "needed by cap / loss / cut faults")
+    lt.add_argument("--participants", type=int, default=0, help="override the scenario's participant count")
+    lt.add_argument("--duration", type=float, default=0, help="override the scenario's duration (s); faults and "
+                    "actions past the end are dropped")
     lt.add_argument("--worker-via", default="",
                     help="run each worker through this command, e.g. \"ssh lt{i}.example\" ({i}: 1..workers); "
                          "it speaks JSON on stdin/stdout, and needs diemcau installed there")

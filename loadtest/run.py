@@ -55,6 +55,8 @@ def pct(values: list[float], q: float) -> float | None:
 
 def run_loadtest(args) -> int:
     sc = load_scenario(args.scenario)
+    if getattr(args, "participants", 0) or getattr(args, "duration", 0):
+        sc = scaled(sc, args.participants or sc.participants, args.duration or sc.duration_s)
     profile = load_profile(args.profile)
     halls = [h.id for h in load_topology().halls[: sc.halls]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-loadtest-{sc.name}-"))
@@ -232,6 +234,18 @@ def floor_report(floors: list[dict], halls: list[str], rows: list[dict] | None =
         "floor": [{"speaker": f["speaker"], "time": f["time"], "halls_reached": len(f["reach_ms"]),
                    "reach_ms_max": max(f["reach_ms"].values(), default=None), "error": f["error"]} for f in given],
     }
+
+
+def scaled(sc, participants: int, duration_s: float):
+    """The scenario with another participant count or duration (what a machine can carry is
+    found by running it smaller); faults and actions past the new end are left out."""
+    import msgspec
+
+    if not 1 <= participants <= 10_000 or duration_s <= 0:
+        raise SystemExit("--participants must be 1-10000 and --duration positive")
+    return msgspec.structs.replace(
+        sc, participants=participants, duration_s=duration_s,
+        fault=[f for f in sc.fault if f.at_s < duration_s], action=[a for a in sc.action if a.at_s < duration_s])
 
 
 def inject(dep: Deployment, token: str, f) -> dict:
