@@ -60,7 +60,7 @@ def run_loadtest(args) -> int:
     profile = load_profile(args.profile)
     halls = [h.id for h in load_topology().halls[: sc.halls]]
     workdir = Path(tempfile.mkdtemp(prefix=f"diemcau-loadtest-{sc.name}-"))
-    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host)
+    dep = Deployment(profile=profile, workdir=workdir, host=profile.deployment.host, orchestrators=sc.orchestrators)
     dep.log_dir = workdir / "logs"
     dep.log_dir.mkdir()
     code = 0
@@ -159,6 +159,7 @@ def run_loadtest(args) -> int:
             w.wait(timeout=120)
             rows.extend(json.loads(out or b"[]"))
         report = build_report(sc, halls, rows, board, faults, cpu0, cpu1, t1 - t0)
+        report.update(capacity(report))
         if floors:
             report.update(floor_report(floors, halls, board["halls"]))
         report["rss_mb"] = rss
@@ -269,7 +270,10 @@ def inject(dep: Deployment, token: str, f) -> dict:
             net.cut(f.host, f.peer)
             target = f"{f.host} <-> {f.peer}"
     else:
-        target = dep.inject(f.kind, token)
+        try:
+            target = dep.inject(f.kind, token)
+        except ValueError as exc:  # e.g. kill-redis against a Redis of one's own (REDIS_URL)
+            raise SystemExit(f"fault {f.kind}: {exc}") from None
     print(f"\nfault: {f.kind} {target}", flush=True)
     out = {"kind": f.kind, "target": target, "time": at}
     if f.kind in LINK_FAULTS:
@@ -326,6 +330,39 @@ def _last_board(dep, token: str, tries: int = 6) -> dict:
             time.sleep(2.0)
     print(f"the orchestrator did not answer for the final board ({why}); reporting without it", flush=True)
     return {"halls": [], "error": f"final board not read: {why}"}
+
+
+CARRIED_DELIVERED = 0.99  # a run is carried when every participant receives and the median gets this much
+
+
+def capacity(report: dict) -> dict:
+    """Did this machine carry the run, what each participant and hall cost it, and how many cores
+    the run would need at those costs (the workers' share measured only while they had CPU:
+    the per-participant figure of a run that was not carried is an underestimate, and says so)."""
+    cpu = report.get("cpu", {})
+    cores = os.cpu_count() or 1
+    n, halls = max(report["participants"], 1), max(report["halls"], 1)
+    per_participant = cpu.get("workers", 0.0) / n
+    per_hall = cpu.get("halls", 0.0) / halls
+    rest = sum(v for k, v in cpu.items() if k not in ("workers", "halls"))
+    carried = (report["participants_receiving"] == report["participants"]
+               and (report["delivered_ratio_p50"] or 0) >= CARRIED_DELIVERED)
+    total = sum(cpu.values())
+    return {
+        "carried": carried,
+        "machine_cores": cores,
+        "cpu_total_pct": round(total, 1),
+        "cpu_per_participant_pct": round(per_participant, 3),
+        "cpu_per_hall_pct": round(per_hall, 2),
+        # at this run's own costs (only where it was carried: else the costs are what the
+        # starved processes got), the cores the summit's 1000 participants in 70 halls would take
+        "cores_for_1000_participants_70_halls": (round((per_participant * 1000 + per_hall * 70 + rest) / 100, 1)
+                                                 if carried else None),
+        "capacity_note": ("carried: every participant received, delivered p50 >= 0.99" if carried else
+                          f"not carried on {cores} cores (CPU {total:.0f} % of one core in all): the per-participant "
+                          "cost is what the workers got, not what they needed; run smaller (--participants) to find "
+                          "what this machine holds, see docs/BENCHMARKS.md"),
+    }
 
 
 def build_report(sc, halls, rows, board, faults, cpu0, cpu1, window_s) -> dict:

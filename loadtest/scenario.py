@@ -10,7 +10,8 @@ import msgspec
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 # link faults need the hosts profile (every part on a host of its own): tc tbf, nft drops
 LINK_FAULTS = ("cap", "loss", "cut")
-FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source", *LINK_FAULTS)
+FAULT_KINDS = ("kill-relay", "kill-origin", "kill-source", "switch-source", "kill-redis", "drain-relay",
+               "kill-orchestrator-leader", *LINK_FAULTS)
 ACTION_KINDS = ("floor", "floor-end")
 
 
@@ -44,6 +45,7 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True):
     duration_s: float
     ramp_per_s: float = 10.0
     workers: int = 1
+    orchestrators: int = 1  # instances sharing Redis (kill-orchestrator-leader needs two)
     fps: int = 30  # the studio programme
     width: int = 640
     height: int = 360
@@ -102,6 +104,10 @@ def load_scenario(name_or_path: str) -> Scenario:
                 raise ScenarioError(f"{path}: a cut fault names the peer host it is cut from")
         if f.duration_s < 0:
             raise ScenarioError(f"{path}: a fault's duration_s cannot be negative")
+    if not 1 <= sc.orchestrators <= 4:
+        raise ScenarioError(f"{path}: orchestrators must be 1-4")
+    if any(f.kind == "kill-orchestrator-leader" for f in sc.fault) and sc.orchestrators < 2:
+        raise ScenarioError(f"{path}: kill-orchestrator-leader needs orchestrators = 2 (one to take over)")
     for a in sc.action:
         if a.kind == "floor" and not a.hall:
             raise ScenarioError(f"{path}: a floor action names the hall given the floor")

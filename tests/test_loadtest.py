@@ -13,6 +13,17 @@ from loadtest.scenario import ScenarioError, load_scenario
 
 def test_shipped_scenarios_load():
     assert load_scenario("smoke").participants == 16
+    # one per failover drill, and the link faults of the hosts profile
+    scenarios = Path(__file__).parent.parent / "loadtest" / "scenarios"
+    for kind in ("kill-relay", "kill-origin", "kill-source", "switch-source", "kill-redis",
+                 "kill-orchestrator-leader", "drain-relay"):
+        (fault,) = load_scenario(f"drill-{kind}").fault
+        assert fault.kind == kind
+    assert load_scenario("drill-kill-orchestrator-leader").orchestrators == 2
+    assert {f.kind for f in load_scenario("links").fault} == {"cap", "loss", "cut"}
+    assert sorted(p.stem for p in scenarios.glob("*.toml")) == sorted(
+        ["smoke", "summit-1000", "floor", "links", "drill-cut-hall"] + [p.stem for p in scenarios.glob("drill-kill-*.toml")]
+        + ["drill-switch-source", "drill-drain-relay"])
     big = load_scenario("summit-1000")
     assert big.participants == 1000 and big.halls == 70 and {f.kind for f in big.fault} == {"kill-relay", "switch-source"}
 
@@ -26,6 +37,7 @@ def test_shipped_scenarios_load():
     ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='cap'\nhost='halls-north'\n", "kbit"),
     ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='cut'\nhost='halls-north'\n", "peer"),
     ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='loss'\npct=5\n", "names its host"),
+    ("name='x'\nhalls=2\nparticipants=1\nduration_s=5\n[[fault]]\nat_s=1\nkind='kill-orchestrator-leader'\n", "orchestrators = 2"),
 ])
 def test_bad_scenarios_are_refused_with_a_reason(tmp_path, text, message):
     p = tmp_path / "s.toml"
@@ -55,6 +67,10 @@ def test_smoke_rehearsal_all_participants_receive_through_a_relay_kill(tmp_path)
     assert fault["effect"]["participant_max_freeze_ms"] < 2000
     assert r["cpu"]["relays"] > 0 and r["cpu"]["halls"] > 0
     assert r["rss_mb"]["relays"] > 0 and r["rss_mb"]["halls"] > 0
+    # what the machine carried, and at what cost per participant and per hall
+    assert r["carried"] is True and r["machine_cores"] >= 1
+    assert r["cpu_per_participant_pct"] > 0 and r["cpu_per_hall_pct"] > 0
+    assert r["cores_for_1000_participants_70_halls"] > 0
 
     # the HTML report, as an operator opens it in a browser
     from playwright.sync_api import sync_playwright
