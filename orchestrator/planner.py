@@ -29,6 +29,9 @@ ASSIGN_RELOAD_S = 5.0  # the leader re-reads every assignment from Redis this of
 HOME_MOVES_PER_PASS = 20  # halls moved to their province's relay (once it is up) per full pass, at most
 RECONCILE_EVERY_S = 2.0  # the sweep compares every hall's report with its record this often
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
+# a hall whose standby path has not come up this long (its report says connecting or failed, the
+# relay itself alive: a link cut between the two, say) gets a standby elsewhere
+STANDBY_UNREADY_S = 6.0
 
 
 def serving_counts(stats: dict[str, dict], seen: dict[str, int], now: int, halls, hall_fresh_ms: int,
@@ -110,6 +113,7 @@ class Planner:
         self.replans = 0
         self.sweep_s_last = self.sweep_s_max = 0.0  # how long a sweep takes (wall time, awaits included)
         self._reconciled = 0.0  # when the sweep last compared every hall's report with its record
+        self._standby_unready: dict[str, tuple[str, float]] = {}  # hall -> (its standby, since when not up)
         self._assign: dict[str, dict] | None = None  # the leader's copy of every assignment
         self._assign_fence, self._assign_loaded = -1, 0.0
         self._inbox: list[tuple[str, tuple, asyncio.Future]] = []  # registrations and reports, batched
@@ -658,6 +662,18 @@ class Planner:
                                 primary_id=a["backup"], backup_id=origin_id, move=True)
                 return
 
+    def _standby_stuck(self, node: str, a: dict, st: dict, now: float) -> bool:
+        """True once the hall has reported its assigned standby not up for STANDBY_UNREADY_S."""
+        backup = a.get("backup")
+        if not backup or st.get("backup") != backup or st.get("backup_state") in ("standby", "receiving", None, ""):
+            self._standby_unready.pop(node, None)
+            return False
+        seen = self._standby_unready.get(node)
+        if seen is None or seen[0] != backup:
+            self._standby_unready[node] = (backup, now)
+            return False
+        return now - seen[1] >= STANDBY_UNREADY_S and now_ms() - int(a.get("at", 0)) > STANDBY_UNREADY_S * 1000
+
     async def _place_waiting(self, views: list[RelayView], assign: dict) -> None:
         """Connected nodes without a live primary, or without a live standby that could have one."""
         await self._operator_intents(views, assign)
@@ -719,6 +735,12 @@ class Planner:
                 elif st.get("upstream_backup") == best.id and st.get("upstream_backup_state") == "standby":
                     await self.plan(node, views, assign, "to a regional relay", primary_id=best.id,
                                     backup_id=a["upstream"], move=True)
+            elif reconcile and node in self.halls and self._standby_stuck(node, a, st, now):
+                # its standby relay is alive but the hall cannot reach it (a cut link between them):
+                # a standby it can reach, elsewhere; the primary stays
+                self._standby_unready.pop(node, None)
+                await self.plan(node, views, assign, f"standby {a['backup']} unreachable from the hall",
+                                {a["backup"]}, primary_id=a["upstream"])
             elif (reconcile and node in self.halls and a.get("backup")
                   and a["backup"] == (assign.get(a["upstream"]) or {}).get("upstream")
                   and (alt := self._choose(node, views, {a["upstream"]}, assign, avoid_upstream=a["backup"]))

@@ -10,6 +10,7 @@ control plane, which is told afterwards and assigns a new standby.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
@@ -30,8 +31,14 @@ OnSwitch = Callable[[str, str, float], None]  # (from upstream, to upstream, sta
 
 WATCH_INTERVAL_S = 0.02
 MAX_TICK_LAG_S = 0.03
-SWITCH_HOLDOFF_S = 3.0
-HOLDOFF_FACTOR = 2.0  # within the hold-off after a switch, a switch back needs this many times the silence
+# After a switch of its own, a path's silence must last longer before the next one: twice the
+# threshold per switch in the last SWITCH_WINDOW_S, up to MAX_HOLDOFF_FACTOR times. One relay's
+# death costs the first threshold only; but when both paths go silent together (this machine
+# starved of CPU, the programme itself stalled upstream) switching does not help, and each switch
+# costs a keyframe request and a burst: flapping every 300 ms fed the starvation that caused it
+# (70 halls on two cores, ci-local: 50-60 switches per hall in a minute).
+SWITCH_WINDOW_S = 10.0
+MAX_HOLDOFF_FACTOR = 16.0
 STANDBY_JITTER_S = (0.5, 5.0)  # a new standby after a failure connects after a random delay in this range  # after a switch, only a longer silence (stall_s) switches again: no flapping  # a watchdog tick later than this: the process was starved, judge nothing
 COLD_MOVE_TIMEOUT_S = 10.0  # a move waits this long for the target to be up warm on the standby path
 
@@ -65,7 +72,7 @@ class DualPath:
         self._codecs: dict[int, dict[str, object]] = {}
         self._tasks: list[asyncio.Task] = []
         self._switching = False
-        self._holdoff_until = 0.0
+        self._own_switches: collections.deque[float] = collections.deque(maxlen=8)  # when it switched by itself
         # hitless: both paths carry the media and are merged packet by packet (relay/merge.py)
         self.hitless = hitless
         self._merges: dict[str, HitlessMerge] = {}
@@ -270,6 +277,11 @@ class DualPath:
 
     # -- switching -------------------------------------------------------------------------------
 
+    def _holdoff_factor(self) -> float:
+        now = time.monotonic()
+        recent = sum(1 for t in self._own_switches if now - t < SWITCH_WINDOW_S)
+        return min(2.0 ** recent, MAX_HOLDOFF_FACTOR)
+
     async def _watch(self) -> None:
         """Switch when the primary has been silent past the threshold, checked by a timer that
         re-arms itself at (last packet + threshold): a few wakeups a second, not a 50 Hz poll.
@@ -279,7 +291,7 @@ class DualPath:
         """
         while True:
             a = self.active
-            threshold = self.switch_after_s if time.monotonic() >= self._holdoff_until else HOLDOFF_FACTOR * self.switch_after_s
+            threshold = self.switch_after_s * self._holdoff_factor()
             due = max(a._last_packet + threshold, time.monotonic() + 0.005)
             planned = due
             await asyncio.sleep(due - time.monotonic())
@@ -327,7 +339,7 @@ class DualPath:
                 if self.on_switch is not None:
                     self.on_switch(old.upstream, new.upstream, stalled)
                 if not planned:
-                    self._holdoff_until = time.monotonic() + SWITCH_HOLDOFF_S
+                    self._own_switches.append(time.monotonic())
                 await self.on_lost(old.upstream, reason)
                 return True
             # Route the new path's packets from now on, then wake it at its relay.
@@ -345,7 +357,7 @@ class DualPath:
             if self.on_switch is not None:
                 self.on_switch(old.upstream, new.upstream, stalled)
             if not planned:
-                self._holdoff_until = time.monotonic() + SWITCH_HOLDOFF_S
+                self._own_switches.append(time.monotonic())
             # The old path is parked as the standby: if its relay merely hiccuped it is a good
             # standby again; if it died, the standby watch reports its silence.
             asyncio.ensure_future(old.park())
