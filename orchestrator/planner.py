@@ -31,7 +31,8 @@ RECONCILE_EVERY_S = 2.0  # the sweep compares every hall's report with its recor
 RECONCILE_AFTER_MS = 3000  # a hall has had this long to act on an assignment before its reports overrule it
 # a hall whose standby path has not come up this long (its report says connecting or failed, the
 # relay itself alive: a link cut between the two, say) gets a standby elsewhere
-STANDBY_UNREADY_S = 6.0
+STANDBY_UNREADY_S = 10.0  # (a relay that does not carry the stream yet answers 404 until it pulls it)
+UNREACHABLE_KEPT_S = 60.0  # ... and that relay is not its standby again for this long
 
 
 def serving_counts(stats: dict[str, dict], seen: dict[str, int], now: int, halls, hall_fresh_ms: int,
@@ -114,6 +115,7 @@ class Planner:
         self.sweep_s_last = self.sweep_s_max = 0.0  # how long a sweep takes (wall time, awaits included)
         self._reconciled = 0.0  # when the sweep last compared every hall's report with its record
         self._standby_unready: dict[str, tuple[str, float]] = {}  # hall -> (its standby, since when not up)
+        self._unreachable: dict[str, dict[str, float]] = {}  # hall -> relays it could not reach lately -> until
         self._assign: dict[str, dict] | None = None  # the leader's copy of every assignment
         self._assign_fence, self._assign_loaded = -1, 0.0
         self._inbox: list[tuple[str, tuple, asyncio.Future]] = []  # registrations and reports, batched
@@ -739,8 +741,13 @@ class Planner:
                 # its standby relay is alive but the hall cannot reach it (a cut link between them):
                 # a standby it can reach, elsewhere; the primary stays
                 self._standby_unready.pop(node, None)
+                mine = self._unreachable.setdefault(node, {})
+                mine[a["backup"]] = now + UNREACHABLE_KEPT_S
+                for relay, until in list(mine.items()):
+                    if until < now:
+                        del mine[relay]
                 await self.plan(node, views, assign, f"standby {a['backup']} unreachable from the hall",
-                                {a["backup"]}, primary_id=a["upstream"])
+                                set(mine), primary_id=a["upstream"])
             elif (reconcile and node in self.halls and a.get("backup")
                   and a["backup"] == (assign.get(a["upstream"]) or {}).get("upstream")
                   and (alt := self._choose(node, views, {a["upstream"]}, assign, avoid_upstream=a["backup"]))

@@ -146,7 +146,9 @@ class Follower:
                     self.state = "connecting"
                     sub = WhepSubscriber(a.whep_url, a.token, self.sinks, self.ice_servers, kinds=self.kinds, standby=self.standby)
                     try:
-                        await sub.connect(http, self.connect_timeout_s)
+                        if not await self._connect_unless_changed(sub, http):
+                            await sub.close()  # a new assignment came while connecting: that one now
+                            continue
                     except SignallingError as exc:
                         await sub.close()
                         self.last_error = str(exc)
@@ -175,6 +177,25 @@ class Follower:
                 if self.sub is not None:
                     await self.sub.close(http)
                 self.state = "idle"
+
+    async def _connect_unless_changed(self, sub: WhepSubscriber, http) -> bool:
+        """Connect; False when the assignment changed first. A relay cut off from this node takes
+        the whole connect timeout to fail: the orchestrator's new plan must not wait for it."""
+        connect = asyncio.ensure_future(sub.connect(http, self.connect_timeout_s))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({connect, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+        if connect.done():
+            connect.result()  # raises what the connect raised
+            return True
+        connect.cancel()
+        try:
+            await connect
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - abandoned on purpose
+            pass
+        return False
 
     async def _watch(self, sub: WhepSubscriber) -> str:
         """Return a reason when media stalls or the connection fails; '' on a new assignment."""

@@ -13,10 +13,10 @@ from diemcau import netns
 pytestmark = pytest.mark.skipif(bool(netns.available()), reason=netns.available() or "")
 
 
-def drill(kind: str, tmp_path) -> dict:
+def drill(kind: str, tmp_path, cut_s: int = 6) -> dict:
     report = tmp_path / f"{kind}.json"
     proc = subprocess.run([sys.executable, "-m", "diemcau", "drill", kind, "--profile", "hosts", "--edges", "6",
-                           "--cut-seconds", "6", "--report", str(report)],
+                           "--cut-seconds", str(cut_s), "--report", str(report)],
                           capture_output=True, text=True, timeout=400)
     print(proc.stdout[-3000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -43,8 +43,12 @@ def test_the_leader_cut_from_redis_never_makes_two_leaders_and_media_never_notic
 
 
 def test_halls_cut_from_their_relay_keep_receiving_and_come_back_whole(tmp_path):
-    r = drill("partition-hall", tmp_path)
+    r = drill("partition-hall", tmp_path, cut_s=12)
     assert r["halls_cut"] >= 1
+    # before the heal, each cut hall had a warm standby again, on a relay it can reach
+    for h in r["cut_halls"]:
+        seen = r["during_cut"][h]
+        assert seen["backup"] not in ("", r["relay"]) and seen["backup_state"] == "standby", (h, seen)
     assert r["halls_cut_receiving_during_cut"] == r["halls_cut"]
     assert r["halls_cut_moved"] == r["halls_cut"]  # on their standby, then re-planned
     assert r["converged"], r.get("not_converged_because")  # a warm standby again after the heal
