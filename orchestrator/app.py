@@ -215,6 +215,11 @@ class _LeaderGate:
                 await self.planner.on_media_lost(node, upstream, reason)
             except StaleLeader as exc:
                 self.leadership.demote(str(exc))
+        else:
+            # the leader's next sweep acts on it (nodes spread over the instances: half of the
+            # reports arrive at one that does not lead, and a report is the fastest news there is)
+            await self.planner.store.report_lost(node, upstream, reason)
+            await self.planner.store.event("media_lost", node, f"from {upstream}: {reason}")
 
 
 @web.middleware

@@ -592,6 +592,8 @@ class Planner:
                 elif a.get("backup") in newly:
                     await self.plan(node, views, assign, f"standby {a['backup']} died", newly,
                                     primary_id=a["upstream"])
+        for node, upstream, reason in await self.store.take_lost():  # reports another instance kept for us
+            await self._lost_media(node, upstream, reason, views, assign)
         await self._place_waiting(views, assign)
 
     async def _operator_intents(self, views: list[RelayView], assign: dict) -> None:

@@ -108,6 +108,28 @@ class Store:
         pipe.zadd(self.k("seen"), {node: now_ms()})
         await pipe.execute()
 
+    async def report_lost(self, node: str, upstream: str, reason: str) -> None:
+        """A node's MediaLost that reached an instance not leading: kept for the leader's sweep."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.rpush(self.k("lost"), json.dumps([node, upstream, reason[:200]]))
+        pipe.ltrim(self.k("lost"), -REGISTERED_KEPT, -1)
+        await pipe.execute()
+
+    async def take_lost(self) -> list[tuple[str, str, str]]:
+        """The reports kept for the leader since its last call, oldest first."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lrange(self.k("lost"), 0, -1)
+        pipe.delete(self.k("lost"))
+        raw, _ = await pipe.execute()
+        out = []
+        for item in raw:
+            try:
+                node, upstream, reason = json.loads(item)
+                out.append((str(node), str(upstream), str(reason)))
+            except (ValueError, TypeError):
+                continue
+        return out
+
     async def take_registered(self) -> list[str]:
         """The nodes registered since the last call (the leader's sweep), oldest first."""
         pipe = self.r.pipeline(transaction=True)
