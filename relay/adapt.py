@@ -40,10 +40,7 @@ JOIN_GRACE_S = 8.0
 # help them and would add the work of transcoding and of everyone's keyframes; they stay.
 SHARED_LOSS_WINDOW_S = 2.5
 SHARED_LOSS_SHARE = 0.5
-SHARED_LOSS_MIN = 4  # with fewer subscribers, each one's loss is its own
-# ... but a stall passes: loss shared report after report is a bottleneck the subscribers share
-# (halls behind one provincial link, capped), and each steps down for itself as if alone
-SHARED_LOSS_PERSIST = 3  # a target layer whose keyframe does not come: stay where we are
+SHARED_LOSS_MIN = 4  # with fewer subscribers, each one's loss is its own  # a target layer whose keyframe does not come: stay where we are
 
 
 class LayerControl:
@@ -71,7 +68,6 @@ class LayerControl:
         self._reports = 0
         self._lossy_reports = 0  # lossy reports in a row on the lowest layer
         self._shared_skips = 0  # lossy reports not acted on: most of the relay's subscribers lost too
-        self._shared_run = 0  # ... of them in a row (a clean report ends the run)
         self._judge_from = 0  # receiver reports up to this one describe an earlier layer
         self._octets = 0
         self._octets_at = time.monotonic()
@@ -180,12 +176,9 @@ class LayerControl:
             loss = audio.fraction_lost / 256 if audio is not None else 0.0
         if new_report and loss > DOWN_LOSS:
             self.lossy_at = now
-        elif new_report and loss <= CLEAN_LOSS:
-            self._shared_run = 0
         if new_report and loss > DOWN_LOSS and now - self._last_down > SETTLE_S:
-            if self._loss_is_shared(now) and self._shared_run < SHARED_LOSS_PERSIST:
+            if self._loss_is_shared(now):
                 self._shared_skips += 1
-                self._shared_run += 1
                 self._clean_since = now
                 return
             if self.level >= len(self.names):
