@@ -213,3 +213,17 @@ async def login_ok(http, orch, user: str, password: str) -> bool:
             return r.status == 200
     except aiohttp.ClientError:
         return False
+
+
+def stop_all(procs) -> None:
+    """Terminate server processes a test started, and reap them (killed after 5 s)."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

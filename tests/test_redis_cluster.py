@@ -21,7 +21,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import _redis_server_binary, free_port, login_ok, wait_for
+from tests.conftest import _redis_server_binary, free_port, login_ok, stop_all, wait_for
 
 NODE_TIMEOUT_MS = 1000  # a master silent this long is failed by the others, and its replica promoted
 
@@ -105,14 +105,7 @@ def redis_cluster(tmp_path):
         yield {"url": "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports[:2]) + "/",
                "ports": ports, "masters": ports[:3], "procs": procs}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         log.close()
 
 

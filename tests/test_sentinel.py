@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import _redis_server_binary, free_port, login_ok, wait_for
+from tests.conftest import _redis_server_binary, free_port, login_ok, stop_all, wait_for
 
 
 def _spawn(args, log):
@@ -43,14 +43,7 @@ def sentinel_cluster(tmp_path):
         yield {"url": "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in sentinels) + "/dc",
                "procs": procs, "primary": primary, "replica": replica, "sentinels": sentinels}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs.values())
         log.close()
         shutil.rmtree(tmp_path, ignore_errors=True)
 
